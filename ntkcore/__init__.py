@@ -1,0 +1,39 @@
+"""ntkcore: neural tangent kernels, NNGP kernels and the Neural Dynamical Kernel in PyTorch.
+
+The library behind the executable NTK textbook. Every computation a chapter shows comes from here.
+Modules (imported lazily, so ``import ntkcore`` stays fast):
+
+    device     choose the device and dtype once (argument or the NTKCORE_DEVICE environment variable)
+    data       offline datasets, opt-in loaders with a cache, label noise
+    kernels    analytic NNGP/NTK kernels of fully connected networks; the lecture's two-layer kernels
+    empirical  finite-width NTK and NNGP of any torch model
+    models     networks in the parameterizations the book uses
+    predict    kernel (ridge) regression, gradient-flow predictions over time, NNGP posterior
+    train      gradient-descent training loops (plain, RDI, AUX; MSE and cross-entropy)
+    langevin   Langevin dynamics of ensembles of finite networks (batched), for Part II
+    ndk        two-time kernels, the Neural Dynamical Kernel, the mean-predictor solver, drift
+    stats      power-law fits and standard errors that chapters assert on
+    plot       one figure style for the whole book
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "device", "data", "kernels", "empirical", "models", "predict", "train", "langevin", "ndk", "stats", "plot",
+)
+__all__ = ["__version__", *_SUBMODULES]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'ntkcore' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
