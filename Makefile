@@ -5,8 +5,6 @@ PY     := $(VENV)/bin/python
 JB     := $(VENV)/bin/jupyter-book
 STAMP  := $(VENV)/.installed
 
-# Chapters draw figures without a screen.
-export MPLBACKEND := Agg
 # Only the package registries are reachable: keep pip quiet about its own version.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 

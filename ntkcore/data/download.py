@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto warns in Jupyter without ipywidgets
 
 ENV_VAR = "NTKCORE_DATA"
 DEFAULT_CACHE = Path("~/.cache/ntkcore")
