@@ -9,6 +9,7 @@ Modules (imported lazily, so ``import ntkcore`` stays fast):
     empirical  finite-width NTK and NNGP of any torch model
     models     networks in the parameterizations the book uses
     predict    kernel (ridge) regression, gradient-flow predictions over time, NNGP posterior
+    bounds     generalization bounds of kernel regression (RKHS norm, Rademacher complexity)
     train      gradient-descent training loops (plain, RDI, AUX; MSE and cross-entropy)
     langevin   Langevin dynamics of ensembles of finite networks (batched), for Part II
     ndk        two-time kernels, the Neural Dynamical Kernel, the mean-predictor solver, drift
@@ -22,7 +23,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "device", "data", "kernels", "empirical", "models", "predict", "train", "langevin", "ndk", "stats", "plot",
+    "device", "data", "kernels", "empirical", "models", "predict", "bounds", "train", "langevin", "ndk", "stats",
+    "plot",
 )
 __all__ = ["__version__", *_SUBMODULES]
 

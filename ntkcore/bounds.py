@@ -1,0 +1,127 @@
+"""Computable bounds of the kernel regime: the yᵀH⁻¹y generalization bound and the network-versus-kernel gap.
+
+Book chapter 4 (*Eigen-convergence and generalization*); formulas.md section 3; Arora et al. 2019 (fine-grained
+analysis), Bartlett & Mendelson 2002.
+
+* :func:`interpolant_norm` -- ``‖f_ker‖_H = √(yᵀH⁻¹y)``, the RKHS norm of the kernel interpolant
+  ``f_ker(x) = k(x, X) H⁻¹ y``.
+* :func:`rademacher_bound` -- ``B √tr(H) / n``, the bound on the empirical Rademacher complexity of the RKHS ball
+  ``{f : ‖f‖_H ≤ B}`` on the training inputs.
+* :func:`generalization_bound` -- ``2 √(yᵀH⁻¹y) √tr(H) / n``, the leading term of the bound on the classification
+  error of ``sign f_ker``; it equals the lecture's ``√(2 yᵀH⁻¹y / n)`` when ``tr H = n/2`` (the two-layer ReLU kernel
+  ``H*`` with ``a_r = ±1`` and unit-norm inputs, formulas.md section 2).
+* :func:`kernel_deviation_bound` -- ``‖u(0)‖ + ∫₀ᵗ ‖(H(s) − H*)(u(s) − y)‖ ds``, an a-posteriori bound on how far the
+  training residual of a network (tangent kernel ``H(s)``) can be from that of the kernel dynamics with ``H*``
+  started at ``u = 0``.
+
+Matrices are float tensors or numpy arrays; results follow the input's device and dtype (numpy input: float64).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._checks import as_tensor, check_real
+from .predict import _cholesky
+
+__all__ = ["interpolant_norm", "rademacher_bound", "generalization_bound", "kernel_deviation_bound"]
+
+
+def _gram(h, name: str = "h") -> torch.Tensor:
+    h = as_tensor(h, name, ndim=2)
+    if h.shape[0] != h.shape[1] or h.shape[0] == 0:
+        raise ValueError(f"{name} must be a square (n, n) kernel matrix with n >= 1, got shape {tuple(h.shape)}")
+    return h
+
+
+def _labels(y, h: torch.Tensor, name: str = "y") -> torch.Tensor:
+    y = as_tensor(y, name, ndim=1, device=h.device, dtype=h.dtype)
+    if y.shape[0] != h.shape[0]:
+        raise ValueError(f"{name} must have one entry per row of the kernel matrix ({h.shape[0]}), "
+                         f"got shape {tuple(y.shape)}")
+    return y
+
+
+def interpolant_norm(h, y) -> float:
+    """RKHS norm ``‖f_ker‖_H = √(yᵀ H⁻¹ y)`` of the kernel interpolant ``f_ker = Σ_i α_i k(·, x_i)``, ``α = H⁻¹y``.
+
+    For ``f = Σ_i α_i k(·, x_i)`` the reproducing property gives ``‖f‖²_H = αᵀHα``; with ``α = H⁻¹y`` this is
+    ``yᵀH⁻¹y`` (book chapter 4; Arora et al. 2019, section 5). ``h`` is the ``(n, n)`` Gram matrix on the training
+    inputs (positive definite; computed with the Cholesky factorization of :mod:`ntkcore.predict`, which raises a
+    ValueError naming the smallest eigenvalue otherwise), ``y`` the ``(n,)`` labels. Returns a float.
+    """
+    h = _gram(h)
+    y = _labels(y, h)
+    z = torch.linalg.solve_triangular(_cholesky(h, "h", 0.0), y[:, None], upper=False)  # z = L⁻¹y, ‖z‖² = yᵀH⁻¹y
+    return float(torch.linalg.vector_norm(z))
+
+
+def rademacher_bound(h, radius: float) -> float:
+    """Upper bound ``B √tr(H) / n`` on the empirical Rademacher complexity of the RKHS ball of radius ``B``.
+
+    ``R̂_S = E_ε sup_{‖f‖_H ≤ B} (1/n) Σ_i ε_i f(x_i) = (B/n) E_ε √(εᵀHε) ≤ (B/n) √tr(H)`` by Cauchy–Schwarz in the
+    RKHS and Jensen's inequality (Bartlett & Mendelson 2002, Lemma 22; book chapter 4). ``h`` is the ``(n, n)``
+    Gram matrix on the sample (only its trace is used), ``radius`` = B ≥ 0. Returns a float.
+    """
+    h = _gram(h)
+    radius = check_real(radius, "radius", low=0.0)
+    trace = float(torch.diagonal(h).sum())
+    if trace < 0:
+        raise ValueError(f"h must be positive semi-definite, but its trace is {trace:.3e}")
+    return radius * np.sqrt(trace) / h.shape[0]
+
+
+def generalization_bound(h, y) -> float:
+    """Leading term ``2 √(yᵀH⁻¹y) √tr(H) / n`` of the bound on ``P[sign f_ker(x) ≠ y]`` for ±1 labels.
+
+    Twice the Rademacher complexity (:func:`rademacher_bound`) of the RKHS ball whose radius is the interpolant's norm
+    (:func:`interpolant_norm`): by Bartlett & Mendelson (2002, Theorem 8) with the ramp loss ``min(|f − y|, 1)``, which
+    is 1-Lipschitz, vanishes on the training set and dominates the 0-1 loss, the classification error of
+    ``sign f_ker`` is at most this plus ``O(√(log(1/δ)/n))`` with probability ``1 − δ`` (book chapter 4). The value is
+    invariant under ``H → cH``; when ``tr H = n/2`` (the two-layer kernel ``H*`` with ``a_r = ±1``, unit-norm inputs,
+    formulas.md sections 2-3) it equals ``√(2 yᵀH⁻¹y / n)``, the form of Arora et al. (2019, Theorem 5.1).
+    ``h`` ``(n, n)`` positive definite, ``y`` ``(n,)``. Returns a float (above 1 the bound is vacuous).
+    """
+    h = _gram(h)
+    return 2.0 * rademacher_bound(h, interpolant_norm(h, y))
+
+
+def kernel_deviation_bound(h_star, times, kernels, residuals, u0=None) -> np.ndarray:
+    """A-posteriori bound ``‖u(0)‖ + ∫₀ᵗ ‖(H(s) − H*)(u(s) − y)‖ ds`` on ``‖(u(t) − y) − (ũ(t) − y)‖`` at each time.
+
+    ``u(t)`` are the training outputs of a network trained by gradient flow on ``½‖u − y‖²``, so that
+    ``du/dt = −H(t)(u − y)`` with its tangent kernel ``H(t)``; ``ũ`` solves the kernel dynamics
+    ``dũ/dt = −H*(ũ − y)`` from ``ũ(0) = 0``. Duhamel's formula and ``‖e^{−H*τ}‖ ≤ 1`` give the bound (book chapter
+    4, proposition on the finite network); for gradient descent with step ``η ≤ 2/λ_max(H*)`` the same holds with
+    the integral replaced by ``η Σ_j`` over steps. The integral is evaluated by the trapezoidal rule on the recorded
+    grid, so record densely enough for the integrand (a smooth function of time) to be resolved.
+
+    Parameters
+    ----------
+    h_star : ``(n, n)`` the limit kernel H*.
+    times : ``(R,)`` increasing recording times, ``times[0] = 0``.
+    kernels : ``(R, n, n)`` the network's tangent kernels ``H(t_r)``.
+    residuals : ``(R, n)`` the network's residuals ``u(t_r) − y``.
+    u0 : ``(n,)`` initial outputs ``u(0)`` (None: zero, e.g. an antisymmetric initialization).
+
+    Returns
+    -------
+    numpy array ``(R,)``, the bound at each recorded time.
+    """
+    h_star = _gram(h_star, "h_star")
+    n = h_star.shape[0]
+    t = as_tensor(times, "times", ndim=1, device=h_star.device, dtype=h_star.dtype)
+    if t.shape[0] == 0 or float(t[0]) != 0.0 or bool((t[1:] <= t[:-1]).any()):
+        raise ValueError("times must be a non-empty increasing array starting at 0")
+    r = t.shape[0]
+    k = as_tensor(kernels, "kernels", ndim=3, device=h_star.device, dtype=h_star.dtype)
+    if k.shape != (r, n, n):
+        raise ValueError(f"kernels must have shape (R, n, n) = {(r, n, n)}, got {tuple(k.shape)}")
+    e = as_tensor(residuals, "residuals", ndim=2, device=h_star.device, dtype=h_star.dtype)
+    if e.shape != (r, n):
+        raise ValueError(f"residuals must have shape (R, n) = {(r, n)}, got {tuple(e.shape)}")
+    start = 0.0 if u0 is None else float(torch.linalg.vector_norm(_labels(u0, h_star, "u0")))
+    integrand = torch.linalg.vector_norm(torch.einsum("rij,rj->ri", k - h_star, e), dim=1)
+    pieces = (integrand[1:] + integrand[:-1]) / 2 * (t[1:] - t[:-1])
+    integral = torch.cat([pieces.new_zeros(1), torch.cumsum(pieces, dim=0)])
+    return (start + integral).detach().cpu().numpy()
