@@ -219,12 +219,19 @@ class TwoLayerNet(nn.Sequential):
     ``H(0)_ij = x_iᵀx_j (1/m) Σ_r a_r² σ'(w_rᵀx_i) σ'(w_rᵀx_j)``.
 
     Input ``(n, d)``, output ``(n, 1)``. Draw order: W, then a. ``seed`` is an int or a CPU ``torch.Generator``.
+
+    ``antisymmetric=True`` (even ``width``) makes unit ``r + m/2`` a copy of unit ``r`` with the readout sign flipped
+    (``w_{r+m/2} = w_r``, ``a_{r+m/2} = -a_r``), so that ``f(x; W(0)) = 0`` for every x while each pair still
+    contributes its two identical terms to ``H(0)``: the kernel regime then starts from ``u(0) = 0`` exactly
+    (book chapters 3 and 4).
     """
 
-    def __init__(self, in_features: int, width: int, *, activation="relu", a_dist: str = "uniform", seed,
-                 device=None, dtype=None):
+    def __init__(self, in_features: int, width: int, *, activation="relu", a_dist: str = "uniform",
+                 antisymmetric: bool = False, seed, device=None, dtype=None):
         in_features = check_int(in_features, "in_features", low=1)
         width = check_int(width, "width", low=1)
+        if antisymmetric and width % 2:
+            raise ValueError(f"width must be even when antisymmetric=True, got {width}")
         a_dist = check_choice(a_dist, "a_dist", A_DISTRIBUTIONS)
         act = activation_module(activation)
         device, dtype = resolve(device, dtype)
@@ -237,10 +244,15 @@ class TwoLayerNet(nn.Sequential):
         else:
             a = torch.where(torch.rand((1, width), generator=gen, dtype=torch.float64, device=gen.device) < 0.5,
                             -1.0, 1.0)
+        if antisymmetric:
+            half = width // 2
+            with torch.no_grad():
+                hidden.weight[half:] = hidden.weight[:half]
+            a[:, half:] = -a[:, :half]
         del readout.weight  # the readout weight is a fixed buffer, not a parameter
         readout.register_buffer("weight", a.to(device=device, dtype=dtype))
         super().__init__(hidden, act, readout)
-        self.in_features, self.width, self.a_dist = in_features, width, a_dist
+        self.in_features, self.width, self.a_dist, self.antisymmetric = in_features, width, a_dist, antisymmetric
         # NNGP normalization (see MLP): E[a²] / m · Φ Φᵀ.
         self.readout_weight_var, self.readout_bias_var = (1.0 / 3.0 if a_dist == "uniform" else 1.0), 0.0
 

@@ -141,6 +141,20 @@ def test_two_layer_net_is_the_lecture_network(a_dist):
     assert net.readout_weight_var == (1 / 3 if a_dist == "uniform" else 1.0)
 
 
+@pytest.mark.parametrize("a_dist", ["uniform", "sign"])
+def test_two_layer_net_antisymmetric_starts_at_zero(a_dist):
+    x = torch.randn(7, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    plain = models.TwoLayerNet(5, 8, a_dist=a_dist, seed=3)
+    anti = models.TwoLayerNet(5, 8, a_dist=a_dist, antisymmetric=True, seed=3)
+    assert float(plain(x).abs().max()) > 1e-3
+    assert float(anti(x).abs().max()) < 1e-14
+    # the first half of the units is the plain network's; the second half mirrors it with the readout negated
+    assert torch.equal(anti.W[:4], plain.W[:4]) and torch.equal(anti.W[4:], plain.W[:4])
+    assert torch.equal(anti.a[4:], -plain.a[:4])
+    with pytest.raises(ValueError, match="width must be even"):
+        models.TwoLayerNet(5, 7, antisymmetric=True, seed=0)
+
+
 def test_two_layer_net_bad_arguments():
     with pytest.raises(ValueError, match="a_dist"):
         models.TwoLayerNet(3, 4, a_dist="normal", seed=0)
