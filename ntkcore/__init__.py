@@ -12,7 +12,8 @@ Modules (imported lazily, so ``import ntkcore`` stays fast):
     bounds     generalization bounds of kernel regression (RKHS norm, Rademacher complexity)
     train      gradient-descent training loops (plain, RDI, AUX; MSE and cross-entropy)
     langevin   Langevin dynamics of ensembles of finite networks (batched), for Part II
-    ndk        two-time kernels, the Neural Dynamical Kernel, the mean-predictor solver, drift
+    ndk        two-time kernels, the Neural Dynamical Kernel, the mean-predictor solver
+    drift      representational drift: the stationary two-time kernel, the mean kernel, the drift predictor
     stats      power-law fits and standard errors that chapters assert on
     plot       one figure style for the whole book
 """
@@ -23,8 +24,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "device", "data", "kernels", "empirical", "models", "predict", "bounds", "train", "langevin", "ndk", "stats",
-    "plot",
+    "device", "data", "kernels", "empirical", "models", "predict", "bounds", "train", "langevin", "ndk", "drift",
+    "stats", "plot",
 )
 __all__ = ["__version__", *_SUBMODULES]
 

@@ -1,0 +1,480 @@
+"""The Neural Dynamical Kernel (NDK): two-time kernels, the mean-predictor solver and its NTK / NNGP limits.
+
+Setting (formulas.md section 5; NDK paper, Eqs. 1-4): a fully connected network with ``L`` hidden layers in the
+paper's parameterization, ``f(x) = N^(-1/2) a·x^L``, ``x^l = φ(N_{l-1}^(-1/2) W^l x^{l-1})``, trained by Langevin
+dynamics at temperature ``T`` on ``E = ½‖f_train − y‖² + (T/2σ²)‖θ‖²`` from ``θ(0) ~ N(0, σ0² I)``.
+Write ``γ = T/σ²``. Every kernel here is the infinite-width limit.
+
+Conventions of this module
+--------------------------
+* Inputs are rows: ``x1`` is ``(n1, N0)``, ``x2`` is ``(n2, N0)``; the input overlap is ``q⁰ = x·x′/N0``. The paper's
+  kernels are built for inputs with ``q⁰(x, x) = O(1)``: scale inputs to norm ``√N0`` for ``q⁰(x, x) = 1``.
+* There are no ``σw, σb``: the weight variance sits in ``m(t, t′)`` (:func:`m`), which is ``σ0²`` at ``t = t′ = 0``
+  and ``σ²`` at equilibrium.
+* Two-time kernels of time arrays ``t1`` (length G1) and ``t2`` (length G2) have shape ``(G1, G2, n1, n2)``; stationary
+  kernels of lags ``tau`` (length G) have shape ``(G, n1, n2)``; one-time kernels are ``(n1, n2)``.
+* ``K^L`` is the two-time NNGP kernel of the last hidden layer (without the readout variance), ``K̇^L`` the
+  two-time kernel of ``φ′`` in the last hidden layer, ``K^{d,L}`` the NDK.
+* Theory runs in float64 on the device of ``x1`` (or ``device=``); clamping comes before ``arccos``/``arcsin``.
+
+Drift (formulas.md section 5, "Representational drift") builds on :func:`stationary_kernels`: ``k^L(τ)`` is its
+``nngp`` field with the test inputs as ``x1`` and the training inputs as ``x2``.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from ._checks import as_tensor, check_choice, check_int, check_real
+from .device import resolve
+
+ACTIVATIONS = ("relu", "erf", "identity")
+
+#: Elements (time pairs × n1 × n2) per kernel batch in the solver: bounds memory, keeps batches vectorized.
+_BATCH_ELEMENTS = 2_000_000
+
+
+class TwoTimeKernels(NamedTuple):
+    """The three kernels of one recursion (formulas.md section 5; NDK paper Eqs. 11-13).
+
+    nngp : ``K^L``, the NNGP kernel of the last hidden layer.
+    nngp_dot : ``K̇^L``, the same kernel of ``φ′`` (the derivative kernel, paper Eq. 13).
+    ndk : ``K^{d,L}``, the Neural Dynamical Kernel (paper Eq. 12).
+    """
+
+    nngp: torch.Tensor
+    nngp_dot: torch.Tensor
+    ndk: torch.Tensor
+
+
+class MeanPredictor(NamedTuple):
+    """Solution of the mean-predictor equations (paper Eqs. 14-15) returned by :func:`mean_predictor`.
+
+    times : ``(G,)`` the time grid (the coarse grid; the solution comes from the grid refined twice).
+    train : ``(G, P)`` ``E f_train(t)`` on the refined grid, at ``times``.
+    test : ``(G, n_test)`` ``E f(x, t)`` on the refined grid, at ``times``.
+    error : ``(G,)`` ``max |f_refined − f_coarse|`` over train and test outputs at each time: the error of the
+        coarse solution, a conservative estimate of the error of ``train``/``test`` (which, for a second-order
+        rule, is about four times smaller).
+    error_estimate : ``max(error)``, a float.
+    """
+
+    times: torch.Tensor
+    train: torch.Tensor
+    test: torch.Tensor
+    error: torch.Tensor
+    error_estimate: float
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_hyper(*, L=None, activation=None, sigma0_sq=None, sigma_sq=None, T=None):
+    if L is not None:
+        check_int(L, "L", low=1)
+    if activation is not None:
+        check_choice(activation, "activation", ACTIVATIONS)
+    if sigma0_sq is not None:
+        check_real(sigma0_sq, "sigma0_sq", low=0.0, low_open=True)
+    if sigma_sq is not None:
+        check_real(sigma_sq, "sigma_sq", low=0.0, low_open=True)
+    if T is not None:
+        check_real(T, "T", low=0.0)
+
+
+def _inputs(x1, x2, device, dtype=torch.float64):
+    """Checked float64 input matrices on one device; ``x2=None`` means ``x2 = x1``."""
+    dev = device if device is not None else (x1.device if isinstance(x1, torch.Tensor) else None)
+    x1 = as_tensor(x1, "x1", ndim=2, device=dev, dtype=dtype)
+    x2 = x1 if x2 is None else as_tensor(x2, "x2", ndim=2, device=x1.device, dtype=dtype)
+    if x2.shape[1] != x1.shape[1]:
+        raise ValueError(f"x1 and x2 must have the same input dimension N0, got {x1.shape[1]} and {x2.shape[1]}")
+    if x1.shape[0] == 0 or x2.shape[0] == 0 or x1.shape[1] == 0:
+        raise ValueError(f"x1 and x2 must be non-empty, got shapes {tuple(x1.shape)} and {tuple(x2.shape)}")
+    return x1, x2
+
+
+def _times(t, name, like):
+    t = as_tensor(t, name, ndim=(0, 1), device=like.device, dtype=like.dtype)
+    t = t.reshape(-1)
+    if bool((t < 0).any()):
+        raise ValueError(f"{name} must be >= 0 (times since the start of training), got min {float(t.min())}")
+    return t
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the weight covariance and Gaussian moments
+
+
+def m(t, t2, *, sigma0_sq, sigma_sq, T):
+    """Prior weight covariance between two times, ``m(t, t′) = σ² e^{−γ|t−t′|} + (σ0² − σ²) e^{−γ(t+t′)}``.
+
+    formulas.md section 5; NDK paper Eq. 9 (``γ = T/σ²``; ``m(0, 0) = σ0²``, ``m → σ² e^{−γ|t−t′|}`` at long times).
+    ``t`` and ``t2`` broadcast against each other (numbers, numpy arrays or tensors); returns a float64 tensor.
+    """
+    _check_hyper(sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
+    t = as_tensor(t, "t", dtype=torch.float64)
+    t2 = as_tensor(t2, "t2", device=t.device, dtype=torch.float64)
+    return _m(t, t2, sigma0_sq, sigma_sq, T)
+
+
+def _m(t, t2, sigma0_sq, sigma_sq, T):
+    g = T / sigma_sq
+    return sigma_sq * torch.exp(-g * (t - t2).abs()) + (sigma0_sq - sigma_sq) * torch.exp(-g * (t + t2))
+
+
+def _moments(activation, v1, v2, c, derivative=True):
+    """``E[φ(u)φ(v)]`` and ``E[φ′(u)φ′(v)]`` for ``(u, v) ~ N(0, [[v1, c], [c, v2]])`` (formulas.md section 1 table).
+
+    ``v1``, ``v2`` broadcast against ``c`` (they are the small factors of an outer product: the work is done on
+    them first, so each full-size tensor is touched a few times only, in place). The cosine is clamped to
+    [−1, 1] before ``arccos`` and the erf argument before ``arcsin``. ``c`` is overwritten.
+    Returns ``(E φφ, E φ′φ′)`` (the second is None when ``derivative`` is False).
+    """
+    if activation == "identity":
+        return c, (torch.ones_like(c) if derivative else None)
+    if activation == "relu":
+        s1, s2 = torch.sqrt(v1), torch.sqrt(v2)
+        tiny = torch.finfo(c.dtype).tiny
+        cos = c.mul_(1.0 / s1.clamp_min(tiny)).mul_(1.0 / s2.clamp_min(tiny)).clamp_(-1.0, 1.0)
+        pmt = torch.arccos(cos).neg_().add_(math.pi)  # π − θ
+        k = torch.addcmul(torch.ones_like(cos), cos, cos, value=-1.0).clamp_min_(0.0).sqrt_()  # sin θ
+        k.addcmul_(pmt, cos).mul_(s1 / (2 * math.pi)).mul_(s2)
+        return k, (pmt.mul_(1 / (2 * math.pi)) if derivative else None)
+    # erf
+    r1, r2 = torch.rsqrt(1.0 + 2.0 * v1), torch.rsqrt(1.0 + 2.0 * v2)
+    arg = c.mul_(2.0 * r1).mul_(r2).clamp_(-1.0, 1.0)
+    k = torch.arcsin(arg).mul_(2 / math.pi)
+    if not derivative:
+        return k, None
+    kdot = torch.addcmul(torch.ones_like(arg), arg, arg, value=-1.0).rsqrt_().mul_((4 / math.pi) * r1).mul_(r2)
+    return k, kdot
+
+
+def _recursion(q0, q01, q02, m11, m22, m12, e12, L, activation):
+    """Two-time recursion of formulas.md section 5 on a batch of time pairs.
+
+    q0 ``(n1, n2)`` input overlaps, q01 ``(n1,)``, q02 ``(n2,)`` their diagonals; m11, m22, m12, e12 ``(B,)`` the
+    covariances ``m(t,t)``, ``m(t′,t′)``, ``m(t,t′)`` and ``e^{−γ|t−t′|}`` of B time pairs.
+    Returns :class:`TwoTimeKernels` with tensors of shape ``(B, n1, n2)``.
+    """
+    q1 = q01.expand(m11.shape[0], -1)  # q^{l-1}(x,t; x,t), (B, n1)
+    q2 = q02.expand(m22.shape[0], -1)
+    q12 = q0.expand(m12.shape[0], -1, -1)  # q^{l-1}(x,t; x',t'), (B, n1, n2)
+    m12b, e12b = m12[:, None, None], e12[:, None, None]
+    kd = e12b * q12
+    kdot = None
+    for _ in range(L):
+        v1 = m11[:, None] * q1
+        v2 = m22[:, None] * q2
+        q12, kdot = _moments(activation, v1[:, :, None], v2[:, None, :], m12b * q12)
+        q1 = _moments(activation, v1, v1, v1.clone(), derivative=False)[0]
+        q2 = _moments(activation, v2, v2, v2.clone(), derivative=False)[0]
+        kd = kd.mul_(kdot).mul_(m12b).add_(q12 * e12b)
+    return TwoTimeKernels(q12, kdot, kd)
+
+
+def _overlaps(x1, x2):
+    n0 = x1.shape[1]
+    return x1 @ x2.T / n0, (x1 * x1).sum(1) / n0, (x2 * x2).sum(1) / n0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# public kernels
+
+
+def two_time_kernels(x1, x2=None, t1=0.0, t2=None, *, L, activation, sigma0_sq, sigma_sq, T, device=None):
+    """Two-time NNGP ``K^L(t,t′)``, derivative kernel ``K̇^L(t,t′)`` and NDK ``K^{d,L}(t,t′)``.
+
+    formulas.md section 5 (NDK paper Eqs. 8-13): recursion over ``l = 1..L`` with
+    ``(u, v) ~ N(0, [[m(t,t) q^{l−1}(x,t;x,t), m(t,t′) q^{l−1}(x,t;x′,t′)], [·, m(t′,t′) q^{l−1}(x′,t′;x′,t′)]])``,
+    ``K^l = E[φ(u)φ(v)]``, ``K̇^l = E[φ′(u)φ′(v)]``, ``K^{d,0} = e^{−γ|t−t′|} x·x′/N0``,
+    ``K^{d,l} = m(t,t′) K̇^l K^{d,l−1} + e^{−γ|t−t′|} K^l``.
+
+    Parameters: ``x1 (n1, N0)``, ``x2 (n2, N0)`` (None: ``x1``); ``t1 (G1,)``, ``t2 (G2,)`` times ≥ 0 (None: ``t1``);
+    ``L ≥ 1`` hidden layers; ``activation`` in ``'relu', 'erf', 'identity'``; ``sigma0_sq`` the initial weight
+    variance σ0², ``sigma_sq`` the prior (equilibrium) variance σ², ``T ≥ 0`` the temperature.
+    Returns :class:`TwoTimeKernels` of float64 tensors, each ``(G1, G2, n1, n2)``.
+    """
+    _check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
+    x1, x2 = _inputs(x1, x2, device)
+    t1 = _times(t1, "t1", x1)
+    t2 = t1 if t2 is None else _times(t2, "t2", x1)
+    ta, tb = (s.reshape(-1) for s in torch.meshgrid(t1, t2, indexing="ij"))
+    out = _pair_kernels(x1, x2, ta, tb, L, activation, sigma0_sq, sigma_sq, T)
+    shape = (t1.shape[0], t2.shape[0], x1.shape[0], x2.shape[0])
+    return TwoTimeKernels(*(k.reshape(shape) for k in out))
+
+
+def _pair_kernels(x1, x2, ta, tb, L, activation, sigma0_sq, sigma_sq, T):
+    """Kernels on paired times ``(ta[b], tb[b])``: :class:`TwoTimeKernels` of ``(B, n1, n2)`` tensors."""
+    q0, q01, q02 = _overlaps(x1, x2)
+    g = T / sigma_sq
+    return _recursion(q0, q01, q02, _m(ta, ta, sigma0_sq, sigma_sq, T), _m(tb, tb, sigma0_sq, sigma_sq, T),
+                      _m(ta, tb, sigma0_sq, sigma_sq, T), torch.exp(-g * (ta - tb).abs()), L, activation)
+
+
+def _one_time(x1, x2, variance, L, activation, device):
+    x1, x2 = _inputs(x1, x2, device)
+    q0, q01, q02 = _overlaps(x1, x2)
+    v = torch.full((1,), float(variance), dtype=x1.dtype, device=x1.device)
+    return TwoTimeKernels(*(k[0] for k in _recursion(q0, q01, q02, v, v, v, torch.ones_like(v), L, activation)))
+
+
+def k_gp(x1, x2=None, *, L, activation, sigma_sq, device=None):
+    """Equilibrium NNGP kernel ``K_GP = K^L`` with weights ``~ N(0, σ²)`` (``m ≡ σ²``), shape ``(n1, n2)``.
+
+    formulas.md section 5, "Limits"; NDK paper Eq. 17-18 (``K_GP`` of the last hidden layer, without the readout
+    variance: the output prior covariance is ``σ² K_GP``).
+    """
+    _check_hyper(L=L, activation=activation, sigma_sq=sigma_sq)
+    return _one_time(x1, x2, sigma_sq, L, activation, device).nngp
+
+
+def ntk0(x1, x2=None, *, L, activation, sigma0_sq, device=None):
+    """The NDK at ``t = t′ = 0``: the NTK of the paper's parameterization with weights ``~ N(0, σ0²)``, ``(n1, n2)``.
+
+    NDK paper Eq. 10 (``m(0,0) = σ0²``, ``e^0 = 1``): ``Θ^l = σ0² K̇^l Θ^{l−1} + K^l``, ``Θ^0 = x·x′/N0``.
+    All weights (the ``W^l`` and the readout ``a``) count as trainable.
+    """
+    _check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq)
+    return _one_time(x1, x2, sigma0_sq, L, activation, device).ndk
+
+
+def stationary_kernels(x1, x2=None, tau=0.0, *, L, activation, sigma_sq, T, device=None):
+    """Equilibrium two-time kernels as functions of the lag ``τ = |t − t′|``, each ``(len(tau), n1, n2)``.
+
+    formulas.md section 5 at ``t, t′ ≫ σ²/T``: ``m(t,t) = σ²``, ``m(t,t′) = σ² e^{−γτ}``. The ``nngp`` field is the
+    drift kernel ``k^L(τ)`` of formulas.md section 5 ("Representational drift"; paper Eq. 19), with
+    ``k^L(0) = K_GP``; the ``ndk`` field is ``K^{d,L}(τ)`` of paper Eq. 17.
+    """
+    _check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, T=T)
+    x1, x2 = _inputs(x1, x2, device)
+    tau = _times(tau, "tau", x1)
+    q0, q01, q02 = _overlaps(x1, x2)
+    e = torch.exp(-(T / sigma_sq) * tau)
+    s = torch.full_like(tau, sigma_sq)
+    return _recursion(q0, q01, q02, s, s, sigma_sq * e, e, L, activation)
+
+
+def ndk_time_integral(x1, x2=None, *, L, activation, sigma_sq, T, n_nodes=64, device=None):
+    """``∫₀^∞ K^{d,L}(τ) dτ`` of the stationary NDK, computed by quadrature; shape ``(n1, n2)``.
+
+    NDK paper Eq. 17 states that this equals ``(σ²/T) K_GP`` (compare with :func:`k_gp`). Quadrature: with
+    ``u = e^{−γτ} = 1 − s²`` the integral is ``∫₀¹ K^d(τ(s)) 2s / (γ (1 − s²)) ds``, whose integrand is smooth in ``s``
+    (the ``√τ`` cusp of ReLU kernels at ``τ = 0`` becomes linear in ``s``; ``K^d/u`` stays bounded as ``u → 0``);
+    Gauss-Legendre with ``n_nodes`` nodes. Requires ``T > 0``.
+    """
+    _check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, T=T)
+    check_real(T, "T", low=0.0, low_open=True)
+    n_nodes = check_int(n_nodes, "n_nodes", low=2)
+    x1, x2 = _inputs(x1, x2, device)
+    nodes, weights = _gauss_legendre(n_nodes, x1)
+    s = 0.5 * (nodes + 1.0)
+    g = T / sigma_sq
+    u = 1.0 - s * s
+    tau = -torch.log(u) / g
+    kd = stationary_kernels(x1, x2, tau, L=L, activation=activation, sigma_sq=sigma_sq, T=T).ndk
+    w = 0.5 * weights * 2.0 * s / (g * u)
+    return torch.einsum("g,gij->ij", w, kd)
+
+
+def _gauss_legendre(n, like):
+    import numpy as np
+
+    x, w = np.polynomial.legendre.leggauss(n)
+    return (torch.as_tensor(x, dtype=like.dtype, device=like.device),
+            torch.as_tensor(w, dtype=like.dtype, device=like.device))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# limits
+
+
+def ntk_limit(x_train, y, x_test, times, *, L, activation, sigma0_sq, device=None):
+    """Low-``T`` (gradient-driven phase) mean predictor ``k_NTKᵀ K_NTK⁻¹ (I − e^{−K_NTK t}) y``, shape ``(G, n_test)``.
+
+    NDK paper Eq. 16 (formulas.md section 5, "Limits"), with ``K_NTK = K^d(0,0)`` from :func:`ntk0`; valid for
+    ``t = O(1)`` and ``T → 0``. Computed in the eigenbasis of ``K_NTK`` with ``(1 − e^{−λt})/λ`` (→ ``t`` as λ → 0).
+    ``x_train (P, N0)``, ``y (P,)``, ``x_test (n_test, N0)``, ``times (G,)``.
+    """
+    x_train, x_test = _inputs(x_train, x_test, device)
+    y = _labels(y, x_train)
+    times = _times(times, "times", x_train)
+    kk = ntk0(x_train, L=L, activation=activation, sigma0_sq=sigma0_sq)
+    kt = ntk0(x_test, x_train, L=L, activation=activation, sigma0_sq=sigma0_sq)
+    lam, vec = torch.linalg.eigh(kk)
+    lam = lam.clamp_min(0.0)
+    lt = lam[None, :] * times[:, None]
+    safe = torch.where(lam > 0, lam, torch.ones_like(lam))
+    factor = torch.where(lam[None, :] > 0, -torch.expm1(-lt) / safe[None, :], times[:, None].expand_as(lt))
+    coef = factor * (vec.T @ y)[None, :]  # (G, P) in the eigenbasis
+    return coef @ (kt @ vec).T
+
+
+def nngp_limit(x_train, y, x_test, *, L, activation, sigma_sq, T, device=None):
+    """Long-time (equilibrium) mean predictor ``k_GPᵀ (γ I + K_GP)⁻¹ y`` with ``γ = T/σ²``, shape ``(n_test,)``.
+
+    NDK paper Eq. 18 (formulas.md section 5, "Limits"): the NNGP posterior mean with noise variance ``T`` and prior
+    ``σ² K_GP``. Cholesky; a matrix that is not positive definite raises a ValueError naming its smallest eigenvalue.
+    """
+    x_train, x_test = _inputs(x_train, x_test, device)
+    y = _labels(y, x_train)
+    _check_hyper(T=T)
+    kk = k_gp(x_train, L=L, activation=activation, sigma_sq=sigma_sq)
+    kt = k_gp(x_test, x_train, L=L, activation=activation, sigma_sq=sigma_sq)
+    a = kk + (T / sigma_sq) * torch.eye(kk.shape[0], dtype=kk.dtype, device=kk.device)
+    chol, info = torch.linalg.cholesky_ex(a)
+    if int(info) != 0:
+        raise ValueError("gamma*I + K_GP is not positive definite (smallest eigenvalue "
+                         f"{float(torch.linalg.eigvalsh(a).min()):.3e}); use T > 0 or distinct training inputs")
+    return kt @ torch.cholesky_solve(y[:, None], chol)[:, 0]
+
+
+def _labels(y, x_train):
+    y = as_tensor(y, "y", ndim=1, device=x_train.device, dtype=x_train.dtype)
+    if y.shape[0] != x_train.shape[0]:
+        raise ValueError(f"y must have one label per training input ({x_train.shape[0]}), got {y.shape[0]}")
+    return y
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the mean-predictor solver
+
+
+def time_grid(t_max, *, h_first, h_max, growth=1.15):
+    """Graded time grid for the mean-predictor equations: ``0, h_first, …`` with steps growing by ``growth`` up to
+    ``h_max``, then uniform up to ``t_max`` (the last step is shortened to end exactly at ``t_max``).
+
+    Two time scales (formulas.md section 5, "Time scales"): the gradient-driven phase needs steps ``≪ 1/λ_max(K_NTK)``
+    at ``t ≈ 0``; the diffusive phase only steps ``≪ σ²/T``. Returns a float64 tensor ``(G,)``.
+    """
+    t_max = check_real(t_max, "t_max", low=0.0, low_open=True)
+    h = check_real(h_first, "h_first", low=0.0, low_open=True)
+    h_max = check_real(h_max, "h_max", low=h)
+    growth = check_real(growth, "growth", low=1.0)
+    times = [0.0]
+    while times[-1] < t_max:
+        times.append(min(times[-1] + h, t_max))
+        h = min(h * growth, h_max)
+    if len(times) > 2 and times[-1] - times[-2] < 0.25 * (times[-2] - times[-3]):
+        del times[-2]  # no sliver step at the end
+    return torch.tensor(times, dtype=torch.float64)
+
+
+def default_time_grid(x_train, t_max, *, L, activation, sigma0_sq, sigma_sq, T, resolution=1.0, device=None):
+    """:func:`time_grid` scaled to the problem: ``h_first = 0.1/λ_max(K_NTK)``, ``h_max = 0.1 σ²/T`` (capped at
+    ``t_max/20``), ``growth = 1.15``, all steps divided by ``resolution`` (``growth − 1`` too)."""
+    resolution = check_real(resolution, "resolution", low=0.0, low_open=True)
+    lam = float(torch.linalg.eigvalsh(ntk0(x_train, L=L, activation=activation, sigma0_sq=sigma0_sq,
+                                           device=device)).max())
+    h_max = min(0.1 * sigma_sq / T if T > 0 else math.inf, t_max / 20) / resolution
+    h_first = min(0.1 / lam / resolution, h_max)
+    return time_grid(t_max, h_first=h_first, h_max=h_max, growth=1 + 0.15 / resolution)
+
+
+def mean_predictor(x_train, y, x_test, t_max=None, *, L, activation, sigma0_sq, sigma_sq, T, times=None,
+                   resolution=1.0, device=None):
+    """Solve the mean-predictor equations (NDK paper Eqs. 14-15; formulas.md section 5):
+
+        E f_train(t) = ∫₀ᵗ K^d(t,t′) (y − E f_train(t′)) dt′          (P×P kernel on the training inputs)
+        E f(x, t)    = ∫₀ᵗ k^d(t,t′)ᵀ (y − E f_train(t′)) dt′         (test rows against the training inputs)
+
+    Method: trapezoidal rule on a graded grid (:func:`default_time_grid`, or ``times``), implicit in the current
+    point (a P×P solve per step), which is stable in the stiff gradient-driven phase; the kink of ``e^{−γ|t−t′|}``
+    (and the ``√|t−t′|`` cusp of ReLU kernels) sits at a grid node. Only ``t′ ≤ t`` is evaluated, in batches of
+    time pairs. The equations are solved on the grid and on the grid with every step halved, in one pass that
+    evaluates the kernels once (the coarse nodes are every second refined node); the refined solution is
+    returned at the coarse nodes, and their difference is the error estimate.
+
+    Parameters: ``x_train (P, N0)``, ``y (P,)``, ``x_test (n_test, N0)``; ``t_max`` the horizon (or give
+    ``times``, an increasing grid starting at 0); hyper-parameters as in :func:`two_time_kernels`;
+    ``resolution`` scales the density of the default grid.
+    Returns :class:`MeanPredictor` (``train (G, P)``, ``test (G, n_test)``, float64).
+    """
+    _check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
+    x_train, x_test = _inputs(x_train, x_test, device)
+    y = _labels(y, x_train)
+    if times is None:
+        if t_max is None:
+            raise ValueError("give t_max (the horizon) or times (a grid starting at 0)")
+        times = default_time_grid(x_train, t_max, L=L, activation=activation, sigma0_sq=sigma0_sq,
+                                  sigma_sq=sigma_sq, T=T, resolution=resolution, device=x_train.device)
+    times = _times(times, "times", x_train)
+    if times.shape[0] < 2 or float(times[0]) != 0.0 or bool((times[1:] <= times[:-1]).any()):
+        raise ValueError("times must be strictly increasing, start at 0 and have at least 2 points")
+    fine = torch.empty(2 * times.shape[0] - 1, dtype=times.dtype, device=times.device)
+    fine[0::2] = times
+    fine[1::2] = 0.5 * (times[1:] + times[:-1])
+    solve = _VolterraSolver(x_train, y, x_test, fine, L, activation, sigma0_sq, sigma_sq, T)
+    train_f, test_f, train_c, test_c = solve.run()
+    err = torch.maximum((train_f[0::2] - train_c).abs().amax(1), (test_f[0::2] - test_c).abs().amax(1))
+    return MeanPredictor(times, train_f[0::2], test_f[0::2], err, float(err.max()))
+
+
+def _trapezoid_weights(t, i):
+    """Trapezoidal weights ``w_j`` (``j = 0..i``) of ``∫₀^{t_i}`` on nodes ``t[0..i]`` (nonuniform)."""
+    h = t[1:i + 1] - t[:i]
+    w = torch.zeros(i + 1, dtype=t.dtype, device=t.device)
+    w[:i] += 0.5 * h
+    w[1:] += 0.5 * h
+    return w
+
+
+class _VolterraSolver:
+    """Implicit trapezoid for paper Eqs. 14-15 on a fine grid and on its even nodes at once."""
+
+    def __init__(self, x_train, y, x_test, fine, L, activation, sigma0_sq, sigma_sq, T):
+        self.x = torch.cat([x_train, x_test])
+        self.xt, self.y, self.t = x_train, y, fine
+        self.P = x_train.shape[0]
+        self.args = (L, activation, sigma0_sq, sigma_sq, T)
+
+    def _rows(self, i0, i1):
+        """Kernel rows ``K^d(t_i, t_j)`` for ``i0 ≤ i < i1``, ``j ≤ i1 − 1``: ``(i1 − i0, i1, P + n_test, P)``."""
+        t = self.t
+        ti, tj = torch.meshgrid(t[i0:i1], t[:i1], indexing="ij")
+        return _pair_kernels(self.x, self.xt, ti.reshape(-1), tj.reshape(-1), *self.args).ndk.reshape(
+            i1 - i0, i1, self.x.shape[0], self.P)
+
+    def run(self):
+        t, P, y = self.t, self.P, self.y
+        G = t.shape[0]
+        n_all = self.x.shape[0]
+        eye = torch.eye(P, dtype=t.dtype, device=t.device)
+        out_f = torch.zeros(G, n_all, dtype=t.dtype, device=t.device)
+        res_f = torch.zeros(G, P, dtype=t.dtype, device=t.device)  # r = y − f_train, fine grid
+        out_c = torch.zeros((G + 1) // 2, n_all, dtype=t.dtype, device=t.device)
+        res_c = torch.zeros((G + 1) // 2, P, dtype=t.dtype, device=t.device)
+        res_f[0] = y
+        res_c[0] = y
+        tc = t[0::2]
+        i = 1
+        while i < G:
+            # rows i..i1-1 (each of length i1) share a batch of at most _BATCH_ELEMENTS kernel entries:
+            # n_rows (i + n_rows) n_all P <= _BATCH_ELEMENTS
+            c = _BATCH_ELEMENTS / (n_all * P)
+            n_rows = int((math.sqrt(i * i + 4 * c) - i) / 2)
+            i1 = min(G, i + max(1, n_rows))
+            rows = self._rows(i, i1)
+            for k in range(i1 - i):
+                r = i + k
+                self._step(rows[k, :r + 1], _trapezoid_weights(t, r), res_f, out_f, r, eye)
+                if r % 2 == 0:
+                    rc = r // 2
+                    self._step(rows[k, 0:r + 1:2], _trapezoid_weights(tc, rc), res_c, out_c, rc, eye)
+            i = i1
+        return out_f[:, :P], out_f[:, P:], out_c[:, :P], out_c[:, P:]
+
+    def _step(self, row, w, res, out, r, eye):
+        """One implicit trapezoid step: ``(I + w_r K_rr) f_r = Σ_{j<r} w_j K_rj res_j + w_r K_rr y``."""
+        P = self.P
+        hist = torch.bmm(row[:r], (w[:r, None] * res[:r])[:, :, None]).sum((0, 2))
+        k_rr = row[r]
+        f_train = torch.linalg.solve(eye + w[r] * k_rr[:P], hist[:P] + w[r] * (k_rr[:P] @ self.y))
+        res[r] = self.y - f_train
+        out[r, :P] = f_train
+        out[r, P:] = hist[P:] + w[r] * (k_rr[P:] @ res[r])

@@ -1,0 +1,261 @@
+"""Tests of ntkcore.ndk: two-time kernels, the NDK, the mean-predictor solver and its limits (formulas.md section 5)."""
+import math
+
+import pytest
+import torch
+
+from ntkcore import ndk
+from ntkcore.device import available_devices
+from ntkcore.langevin import MLPEnsemble
+
+HYPER = dict(sigma0_sq=2.0, sigma_sq=1.0, T=0.1)
+
+
+def orthogonal_dataset(P=4, N0=8, overlap=0.6, seed=0):
+    """NDK paper Fig. 1: P orthogonal training inputs (norm √N0), random ±1 labels; one test input with overlap
+    ``overlap`` (cosine) with the first training input and orthogonal to the others; its label is y[0]."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(P + 1, N0, dtype=torch.float64)
+    x[:P, :P] = math.sqrt(N0) * torch.eye(P, dtype=torch.float64)
+    x[P, 0], x[P, P] = math.sqrt(N0) * overlap, math.sqrt(N0) * math.sqrt(1 - overlap**2)
+    y = torch.where(torch.rand(P, generator=g) < 0.5, -1.0, 1.0).to(torch.float64)
+    y[0] = 1.0
+    return x[:P], y, x[P:]
+
+
+def random_inputs(n, N0=6, seed=0):
+    x = torch.randn(n, N0, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return x / x.norm(dim=1, keepdim=True) * math.sqrt(N0)
+
+
+def test_m_formula_and_limits():
+    t = torch.tensor([0.0, 0.5, 3.0])
+    mm = ndk.m(t[:, None], t[None, :], **HYPER)
+    assert mm[0, 0].item() == pytest.approx(2.0)
+    assert torch.allclose(mm, mm.T)
+    g = HYPER["T"] / HYPER["sigma_sq"]
+    expect = 1.0 * math.exp(-g * 2.5) + (2.0 - 1.0) * math.exp(-g * 3.5)
+    assert mm[1, 2].item() == pytest.approx(expect, rel=1e-14)
+    far = ndk.m(1000.0, 1001.0, **HYPER)
+    assert far.item() == pytest.approx(math.exp(-g), rel=1e-12)
+
+
+@pytest.mark.parametrize("device", available_devices())
+@pytest.mark.parametrize("activation", ndk.ACTIVATIONS)
+def test_two_time_kernels_shapes_symmetry_and_special_times(activation, device):
+    x1, x2 = random_inputs(3, seed=1).to(device), random_inputs(2, seed=2).to(device)
+    t1, t2 = torch.tensor([0.0, 0.7, 4.0]), torch.tensor([0.0, 2.0])
+    kw = dict(L=2, activation=activation, **HYPER)
+    k = ndk.two_time_kernels(x1, x2, t1, t2, **kw)
+    assert k.ndk.shape == (3, 2, 3, 2) and k.ndk.device.type == torch.device(device).type
+    kt = ndk.two_time_kernels(x2, x1, t2, t1, **kw)
+    for a, b in zip(k, kt):  # K(t,t',x,x') = K(t',t,x',x)
+        assert torch.allclose(a, b.permute(1, 0, 3, 2), atol=1e-13)
+    # t = t' = 0 is the NTK with weight variance sigma0^2 (paper Eq. 10)
+    assert torch.allclose(k.ndk[0, 0], ndk.ntk0(x1, x2, L=2, activation=activation, sigma0_sq=2.0), atol=1e-13)
+    # long times: stationary kernels of the lag only; tau = 0 gives K_GP
+    big = ndk.two_time_kernels(x1, x2, [500.0], [498.5], **kw)
+    stat = ndk.stationary_kernels(x1, x2, [1.5], L=2, activation=activation, sigma_sq=1.0, T=0.1)
+    for a, b in zip(big, stat):
+        assert torch.allclose(a[0], b, atol=1e-12)
+    gp = ndk.stationary_kernels(x1, x2, 0.0, L=2, activation=activation, sigma_sq=1.0, T=0.1).nngp[0]
+    assert torch.allclose(gp, ndk.k_gp(x1, x2, L=2, activation=activation, sigma_sq=1.0), atol=1e-14)
+
+
+def test_identity_activation_closed_form():
+    """Linear network: K^L = m^L q0, K^{d,L} = (L+1) e m^L q0 (each layer contributes one equal term)."""
+    x = random_inputs(3, seed=3)
+    t1, t2 = torch.tensor([0.3]), torch.tensor([2.0])
+    k = ndk.two_time_kernels(x, x, t1, t2, L=3, activation="identity", **HYPER)
+    q0 = x @ x.T / x.shape[1]
+    mm = ndk.m(0.3, 2.0, **HYPER).item()
+    e = math.exp(-0.1 * 1.7)
+    assert torch.allclose(k.nngp[0, 0], mm**3 * q0, atol=1e-13)
+    assert torch.allclose(k.ndk[0, 0], 4 * e * mm**3 * q0, atol=1e-13)
+
+
+def _empirical_ndk(x, xp, w_t, w_tp, activation, decay):
+    """Paper Eq. 7 at finite width: e^{-γ|t-t'|} ∇θ(t) f(x,t) · ∇θ(t') f(x',t'), per network: (E, n, n')."""
+    def jac(weights, inputs):
+        ws = [w.clone().requires_grad_() for w in weights]
+        f = MLPEnsemble(ws, activation).forward(inputs)
+        rows = []
+        for i in range(inputs.shape[0]):
+            gs = torch.autograd.grad(f[:, i].sum(), ws, retain_graph=True)
+            rows.append(torch.cat([g.reshape(g.shape[0], -1) for g in gs], 1))
+        return torch.stack(rows, 1)  # (E, n, #params)
+    return decay * jac(w_t, x) @ jac(w_tp, xp).transpose(1, 2)
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+@pytest.mark.parametrize("L", [1, 2])
+@pytest.mark.parametrize("times", [(0.0, 0.0), (0.5, 1.5)])
+def test_ndk_matches_wide_network_gradients(activation, L, times):
+    """NDK (paper Eq. 12) = e^{-γ|t-t'|} E[∇θ(t) f · ∇θ(t') f] over weights with covariance m(t,t') (Eqs. 7-8);
+    at t = t' = 0 this is the empirical NTK of wide networks averaged over initializations (Eq. 10)."""
+    hyper = dict(sigma0_sq=2.0, sigma_sq=1.0, T=0.3)
+    t, tp = times
+    x = random_inputs(3, seed=4)
+    width, E = (2048, 64) if L == 1 else (512, 48)
+    m = ndk.m(torch.tensor([t, t, tp]), torch.tensor([t, tp, tp]), **hyper)
+    m_tt, m_ttp, m_tptp = m.tolist()
+    a0 = MLPEnsemble.init(E, x.shape[1], width, L, activation, 1.0, seed=11, dtype=torch.float64).weights
+    a1 = MLPEnsemble.init(E, x.shape[1], width, L, activation, 1.0, seed=12, dtype=torch.float64).weights
+    # jointly Gaussian weights at the two times with variances m(t,t), m(t',t') and covariance m(t,t')
+    rho = m_ttp / math.sqrt(m_tt * m_tptp)
+    w_t = [math.sqrt(m_tt) * w for w in a0]
+    w_tp = [math.sqrt(m_tptp) * (rho * w + math.sqrt(max(1 - rho**2, 0.0)) * v) for w, v in zip(a0, a1)]
+    decay = math.exp(-hyper["T"] / hyper["sigma_sq"] * abs(t - tp))
+    emp = _empirical_ndk(x, x, w_t, w_tp, activation, decay)
+    mean, se = emp.mean(0), emp.std(0) / math.sqrt(E)
+    theory = ndk.two_time_kernels(x, x, [t], [tp], L=L, activation=activation, **hyper).ndk[0, 0]
+    z = (mean - theory) / se
+    assert z.abs().max() < 4.5, (mean, theory, se)
+    # the check has power: it resolves every entry to 2.5% of the kernel's scale or better
+    assert se.max() < 0.025 * theory.abs().max()
+
+
+@pytest.mark.parametrize("activation", ndk.ACTIVATIONS)
+@pytest.mark.parametrize("L", [1, 2, 3])
+def test_equilibrium_identity_integral_of_ndk_is_scaled_nngp(activation, L):
+    """Paper Eq. 17: lim ∫₀ᵗ K^d(t − t′) dt′ = (σ²/T) K_GP, numerically (quadrature over the stationary NDK)."""
+    x = random_inputs(4, seed=5)
+    for sigma_sq, T in [(1.0, 0.1), (2.0, 0.05)]:
+        integral = ndk.ndk_time_integral(x, L=L, activation=activation, sigma_sq=sigma_sq, T=T)
+        gp = ndk.k_gp(x, L=L, activation=activation, sigma_sq=sigma_sq)
+        assert torch.allclose(integral, sigma_sq / T * gp, rtol=1e-9, atol=1e-9)
+
+
+def test_equilibrium_identity_with_two_time_kernel():
+    """Same identity with the two-time kernel K^d(t, t′) at large t, by a trapezoid sum on a fine grid."""
+    x = random_inputs(3, seed=6)
+    hyper = dict(sigma0_sq=0.5, sigma_sq=1.0, T=0.5)
+    t = 40.0  # e^{-γ t} = e^{-20}
+    s = torch.linspace(0.0, math.sqrt(t), 4001, dtype=torch.float64)  # t' = t - s², smooth in s
+    kd = ndk.two_time_kernels(x, x, [t], (t - s**2).clamp_min(0.0), L=2, activation="relu", **hyper).ndk[0]
+    integral = torch.trapezoid(kd * (2 * s)[:, None, None], s, dim=0)
+    gp = ndk.k_gp(x, L=2, activation="relu", sigma_sq=1.0)
+    assert torch.allclose(integral, 2.0 * gp, rtol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+def test_solver_approaches_ntk_limit_at_low_temperature(activation):
+    """Low T, t = O(1): the mean predictor is the NTK gradient-flow prediction (paper Eq. 16); the distance shrinks
+    with T (like √T for ReLU, whose derivative kernel has a √|t−t′| cusp, like T for erf)."""
+    x, y, xt = orthogonal_dataset()
+    kw = dict(L=2, activation=activation, sigma0_sq=2.0, sigma_sq=1.0)
+    grid = ndk.time_grid(6.0, h_first=0.01, h_max=0.05)
+    ntk = ndk.ntk_limit(x, y, torch.cat([x, xt]), grid, L=2, activation=activation, sigma0_sq=2.0)
+    dist = []
+    for T in (1e-3, 1e-5):
+        sol = ndk.mean_predictor(x, y, xt, times=grid, T=T, **kw)
+        assert sol.error_estimate < 1e-3
+        d = torch.cat([sol.train, sol.test], 1) - ntk
+        dist.append(d.abs().max().item())
+    assert dist[1] < 0.02 * (1.0 if activation == "relu" else 0.1)
+    assert dist[1] < dist[0] / 5
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+@pytest.mark.parametrize("L", [1, 2])
+def test_solver_approaches_nngp_limit_at_long_times(activation, L):
+    """t → ∞: E f(x, t) → k_GPᵀ(γI + K_GP)⁻¹y (paper Eq. 18), for σ0² ≠ σ² so the transient matters."""
+    x, y, xt = orthogonal_dataset()
+    hyper = dict(sigma0_sq=0.5, sigma_sq=1.0, T=0.5)
+    sol = ndk.mean_predictor(x, y, xt, 40.0, L=L, activation=activation, **hyper)  # γ t = 20
+    lim = ndk.nngp_limit(x, y, torch.cat([x, xt]), L=L, activation=activation, sigma_sq=1.0, T=0.5)
+    end = torch.cat([sol.train[-1], sol.test[-1]])
+    assert (end - lim).abs().max() < max(5 * sol.error_estimate, 1e-4)
+    # the NNGP limit differs from the NTK plateau: the test is not trivially satisfied
+    ntk = ndk.ntk_limit(x, y, xt, [40.0], L=L, activation=activation, sigma0_sq=0.5)[0]
+    assert (ntk - lim[-1:]).abs().max() > 0.1
+
+
+def test_solver_error_estimate_reflects_true_error():
+    """The refined-grid estimate bounds the true error of the returned solution, and is not far above it."""
+    x, y, xt = orthogonal_dataset()
+    kw = dict(L=1, activation="relu", sigma0_sq=2.0, sigma_sq=1.0, T=0.1)
+    base = ndk.default_time_grid(x, 30.0, **kw)
+    sol = ndk.mean_predictor(x, y, xt, times=base, **kw)
+    fine = base
+    for _ in range(3):  # reference on the grid refined 16 times (coarse nodes are nodes of the reference)
+        f = torch.empty(2 * fine.shape[0] - 1, dtype=fine.dtype)
+        f[0::2], f[1::2] = fine, 0.5 * (fine[1:] + fine[:-1])
+        fine = f
+    ref = ndk.mean_predictor(x, y, xt, times=fine, **kw)
+    true = torch.maximum((sol.train - ref.train[0::8]).abs().amax(1), (sol.test - ref.test[0::8]).abs().amax(1))
+    true_max = true.max().item()
+    assert ref.error_estimate < 0.1 * true_max
+    assert true_max <= sol.error_estimate <= 10 * true_max
+
+
+def test_solver_linear_network_matches_ode():
+    """Identity activation with σ0 = σ: K^d(t,t′) = (L+1) σ^{2L} e^{-(L+1)γ|t-t′|} Q (Q = input overlaps): the Volterra
+    equation becomes a linear ODE system, solved exactly by a matrix exponential."""
+    x, y, xt = orthogonal_dataset()
+    hyper = dict(sigma0_sq=1.5, sigma_sq=1.5, T=0.2)
+    L = 1
+    sol = ndk.mean_predictor(x, y, xt, 10.0, L=L, activation="identity", **hyper, resolution=2)
+    g = (L + 1) * hyper["T"] / hyper["sigma_sq"]
+    c = (L + 1) * hyper["sigma_sq"] ** L
+    xa = torch.cat([x, xt])
+    Q, Qt = x @ x.T / x.shape[1], xa @ x.T / x.shape[1]
+    # f_train = u with u' = c Q (y − f) − g u ; test: v' = c Qt (y − f) − g v
+    P = x.shape[0]
+    A = torch.zeros(P + xa.shape[0] + 1, P + xa.shape[0] + 1, dtype=torch.float64)
+    A[:P, :P] = -c * Q - g * torch.eye(P, dtype=torch.float64)
+    A[:P, -1] = c * Q @ y
+    A[P:-1, :P] = -c * Qt
+    A[P:-1, P:-1] = -g * torch.eye(xa.shape[0], dtype=torch.float64)
+    A[P:-1, -1] = c * Qt @ y
+    z0 = torch.zeros(A.shape[0], dtype=torch.float64)
+    z0[-1] = 1.0
+    exact = torch.stack([torch.linalg.matrix_exp(A * t) @ z0 for t in sol.times])[:, P:-1]
+    got = torch.cat([sol.train, sol.test], 1)
+    assert (got - exact).abs().max() < sol.error_estimate
+    assert sol.error_estimate < 2e-3
+
+
+def test_ntk_limit_is_gradient_flow():
+    x, y, xt = orthogonal_dataset()
+    f = ndk.ntk_limit(x, y, x, [0.0, 1.0, 1e6], L=1, activation="relu", sigma0_sq=2.0)
+    assert torch.allclose(f[0], torch.zeros_like(y))
+    assert torch.allclose(f[-1], y, atol=1e-10)
+    K = ndk.ntk0(x, L=1, activation="relu", sigma0_sq=2.0)
+    assert torch.allclose(f[1], y - torch.linalg.matrix_exp(-K) @ y, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(activation="tanh"), "activation"),
+        (dict(L=0), "L"),
+        (dict(sigma0_sq=-1.0), "sigma0_sq"),
+        (dict(T=float("nan")), "T"),
+    ],
+)
+def test_bad_hyper_parameters(kwargs, match):
+    x = random_inputs(2)
+    kw = dict(L=1, activation="relu", sigma0_sq=1.0, sigma_sq=1.0, T=0.1)
+    kw.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        ndk.two_time_kernels(x, x, [0.0], **kw)
+
+
+def test_bad_inputs():
+    x, y, xt = orthogonal_dataset()
+    kw = dict(L=1, activation="relu", sigma0_sq=1.0, sigma_sq=1.0, T=0.1)
+    with pytest.raises(ValueError, match="x2"):
+        ndk.two_time_kernels(x, torch.ones(2, 3), [0.0], **kw)
+    with pytest.raises(ValueError, match="t1"):
+        ndk.two_time_kernels(x, x, [-1.0], **kw)
+    with pytest.raises(ValueError, match="y"):
+        ndk.mean_predictor(x, y[:2], xt, 1.0, **kw)
+    with pytest.raises(ValueError, match="times"):
+        ndk.mean_predictor(x, y, xt, times=[0.5, 1.0], **kw)
+    with pytest.raises(ValueError, match="t_max"):
+        ndk.mean_predictor(x, y, xt, **kw)
+    with pytest.raises(ValueError, match="x1"):
+        ndk.k_gp(torch.tensor([[float("nan")]]), L=1, activation="relu", sigma_sq=1.0)
+    with pytest.raises(ValueError, match="smallest eigenvalue"):
+        ndk.nngp_limit(torch.cat([x, x]), torch.cat([y, y]), xt, L=1, activation="relu", sigma_sq=1.0, T=0.0)
