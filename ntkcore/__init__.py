@@ -13,6 +13,7 @@ Modules (imported lazily, so ``import ntkcore`` stays fast):
     train      gradient-descent training loops (plain, RDI, AUX; MSE and cross-entropy)
     langevin   Langevin dynamics of ensembles of finite networks (batched), for Part II
     ndk        two-time kernels, the Neural Dynamical Kernel, the mean-predictor solver
+    early_stopping  optimal stopping time and its gain over equilibrium, from a loss curve
     drift      representational drift: the stationary two-time kernel, the mean kernel, the drift predictor
     stats      power-law fits and standard errors that chapters assert on
     plot       one figure style for the whole book
@@ -25,7 +26,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "device", "data", "kernels", "empirical", "models", "predict", "bounds", "train", "langevin", "ndk", "drift",
-    "stats", "plot",
+    "early_stopping", "stats", "plot",
 )
 __all__ = ["__version__", *_SUBMODULES]
 
