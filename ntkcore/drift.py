@@ -125,7 +125,8 @@ def mean_kernel(x1, x2=None, *, L, activation, sigma_sq, device=None):
 
 
 def posterior_coefficients(x_train, y, *, L, activation, sigma_sq, T, device=None):
-    """Coefficients ``α = (γ I + K_GP)⁻¹ y`` of the equilibrium (NNGP) mean predictor, shape ``(P,)``.
+    """Coefficients ``α = (γ I + K_GP)⁻¹ y`` of the equilibrium (NNGP) mean predictor, shape ``(P,)``:
+    :func:`ntkcore.ndk.posterior_coefficients` after this module's argument checks.
 
     NDK paper Eqs. 18-21 (formulas.md section 5): every equilibrium-time predictor of this module is
     ``κ(x)ᵀ α`` for some kernel row ``κ``. With ``γ = T/σ²``. Cholesky; a matrix that is not positive definite
@@ -136,13 +137,7 @@ def posterior_coefficients(x_train, y, *, L, activation, sigma_sq, T, device=Non
     y = as_tensor(y, "y", ndim=1, device=x_train.device, dtype=torch.float64)
     if y.shape[0] != x_train.shape[0]:
         raise ValueError(f"y must have one label per training input ({x_train.shape[0]}), got {y.shape[0]}")
-    k = ndk.k_gp(x_train, L=L, activation=activation, sigma_sq=sigma_sq)
-    a = k + (T / sigma_sq) * torch.eye(k.shape[0], dtype=k.dtype, device=k.device)
-    chol, info = torch.linalg.cholesky_ex(a)
-    if int(info) != 0:
-        raise ValueError("gamma*I + K_GP is not positive definite (smallest eigenvalue "
-                         f"{float(torch.linalg.eigvalsh(a).min()):.3e}); use T > 0 or distinct training inputs")
-    return torch.cholesky_solve(y[:, None], chol)[:, 0]
+    return ndk.posterior_coefficients(x_train, y, L=L, activation=activation, sigma_sq=sigma_sq, T=T)
 
 
 def drift_predictor(x_train, y, x_test, tau, *, L, activation, sigma_sq, T, device=None):

@@ -322,16 +322,27 @@ def nngp_limit(x_train, y, x_test, *, L, activation, sigma_sq, T, device=None):
     ``σ² K_GP``. Cholesky; a matrix that is not positive definite raises a ValueError naming its smallest eigenvalue.
     """
     x_train, x_test = _inputs(x_train, x_test, device)
+    alpha = posterior_coefficients(x_train, y, L=L, activation=activation, sigma_sq=sigma_sq, T=T)
+    return k_gp(x_test, x_train, L=L, activation=activation, sigma_sq=sigma_sq) @ alpha
+
+
+def posterior_coefficients(x_train, y, *, L, activation, sigma_sq, T, device=None):
+    """Coefficients ``α = (γ I + K_GP)⁻¹ y`` of the equilibrium (NNGP) mean predictor, shape ``(P,)``.
+
+    NDK paper Eqs. 18-21 (formulas.md section 5): every equilibrium-time predictor (:func:`nngp_limit`, the drift
+    predictor of :mod:`ntkcore.drift`) is ``κ(x)ᵀ α`` for some kernel row ``κ``; ``γ = T/σ²``. Cholesky; a matrix
+    that is not positive definite raises a ValueError naming its smallest eigenvalue. ``x_train (P, N0)``, ``y (P,)``.
+    """
+    x_train, _ = _inputs(x_train, None, device)
     y = _labels(y, x_train)
     _check_hyper(T=T)
     kk = k_gp(x_train, L=L, activation=activation, sigma_sq=sigma_sq)
-    kt = k_gp(x_test, x_train, L=L, activation=activation, sigma_sq=sigma_sq)
     a = kk + (T / sigma_sq) * torch.eye(kk.shape[0], dtype=kk.dtype, device=kk.device)
     chol, info = torch.linalg.cholesky_ex(a)
     if int(info) != 0:
         raise ValueError("gamma*I + K_GP is not positive definite (smallest eigenvalue "
                          f"{float(torch.linalg.eigvalsh(a).min()):.3e}); use T > 0 or distinct training inputs")
-    return kt @ torch.cholesky_solve(y[:, None], chol)[:, 0]
+    return torch.cholesky_solve(y[:, None], chol)[:, 0]
 
 
 def _labels(y, x_train):
