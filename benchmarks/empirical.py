@@ -10,10 +10,9 @@ the baseline before it is timed. Prints a markdown table (median of repeats afte
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from _timing import median_time
 from torch.func import functional_call, jacrev, vmap
 
 from ntkcore import empirical, models
@@ -31,15 +30,6 @@ def baseline_ntk(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> 
     return sum(torch.einsum("iap,jbp->ijab", j1[k].flatten(2), j2[k].flatten(2)) for k in params)
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
 
 def main(quick: bool = False, threads: int = 2) -> None:
     """Build the network, check every method against the baseline, time them and print the table.
@@ -54,15 +44,15 @@ def main(quick: bool = False, threads: int = 2) -> None:
     with torch.no_grad():
         reference = baseline_ntk(model, x, x)
     scale = reference.abs().max().item()
-    rows = [("baseline: vmap(jacrev) + einsum", _median_time(lambda: baseline_ntk(model, x, x), repeats_slow))]
+    rows = [("baseline: vmap(jacrev) + einsum", median_time(lambda: baseline_ntk(model, x, x), repeats_slow))]
     for method in ("layerwise", "jacobian", "vjp-jvp"):
         result = empirical.ntk(model, x, method=method)
         error = (result - reference).abs().max().item() / scale
         if error > 1e-4:
             raise AssertionError(f"method={method!r} differs from the baseline by {error:.2e} (relative)")
         repeats = repeats_fast if method == "layerwise" else repeats_slow
-        rows.append((f"ntkcore {method}", _median_time(lambda m=method: empirical.ntk(model, x, method=m), repeats)))
-    default = _median_time(lambda: empirical.ntk(model, x), repeats_fast)
+        rows.append((f"ntkcore {method}", median_time(lambda m=method: empirical.ntk(model, x, method=m), repeats)))
+    default = median_time(lambda: empirical.ntk(model, x), repeats_fast)
     rows.insert(1, ("ntkcore default (auto)", default))
 
     base = rows[0][1]

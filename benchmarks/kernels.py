@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import pathlib
-import statistics
-import time
 
 import torch
+from _timing import median_time
 
 from ntkcore import kernels
 
@@ -26,15 +25,6 @@ D = 784
 DEPTH = 2
 TARGET = 1.5
 
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def inputs(n: int, seed: int = 0) -> torch.Tensor:
