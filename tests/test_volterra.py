@@ -1,0 +1,112 @@
+"""Tests of ntkcore._volterra, the product-integration rows behind ndk.mean_predictor, on scalar kernels with known
+integrals (independent of the NDK): each row must integrate (kernel) × (piecewise-linear residual) to the accuracy of
+its kernel interpolation, also across a √(t − t′) cusp and on grids that span two time scales."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate
+
+from ntkcore import _volterra, ndk
+
+GAMMA = 0.01
+
+
+def graded_grid(t_max=1000.0):
+    """A fine grid like mean_predictor's: steps from 2e-3 growing by 7% up to 5, then uniform (odd length)."""
+    t = ndk.time_grid(t_max, h_first=4e-3, h_max=10.0, growth=1.15).numpy()
+    fine = np.empty(2 * t.size - 1)
+    fine[0::2], fine[1::2] = t, 0.5 * (t[1:] + t[:-1])
+    return fine
+
+
+def kernel(t, s):
+    """A scalar kernel with the structure of the NDK: slow (scale 1/γ) and a √ cusp at s = t."""
+    tau = t - s
+    return 1.0 + 0.5 * np.exp(-GAMMA * tau) - 0.3 * np.sqrt(-np.expm1(-GAMMA * tau)) + 0.2 * np.exp(-2 * GAMMA * s)
+
+
+def residual(s):
+    """Fast early change (scale 0.05), then slow."""
+    return np.exp(-s / 0.05) + 0.5 * np.cos(GAMMA * s)
+
+
+def row_integral(row, t, values):
+    k = kernel(t[row.i], t[row.i] - row.taus)
+    return float(k @ (row.fine @ values[: row.i + 1])), (float(k @ (row.coarse @ values[0: row.i + 1: 2]))
+                                                       if row.coarse is not None else None)
+
+
+def reference(t, i, grid):
+    """∫₀^{t_i} K(t_i, s) r̃(s) ds with r̃ the piecewise-linear interpolant of ``residual`` on ``grid``, by adaptive
+    quadrature on each step (the cusp step split once more towards the diagonal)."""
+    r = residual(grid)
+    total = 0.0
+    for a, b, ra, rb in zip(grid[:-1], grid[1:], r[:-1], r[1:]):
+        if a >= t[i]:
+            break
+
+        def f(s):
+            return kernel(t[i], s) * (ra + (rb - ra) * (s - a) / (b - a))
+
+        pts = [a + (b - a) * (1 - 10.0 ** -k) for k in range(1, 8)] if b == t[i] else None
+        total += integrate.quad(f, a, b, points=pts, epsabs=0, epsrel=1e-13, limit=200)[0]
+    return total
+
+
+@pytest.mark.parametrize("i_frac", [0.0, 0.1, 0.3, 0.6, 1.0])
+def test_rows_integrate_interpolated_kernel_times_linear_residual(i_frac):
+    t = graded_grid()
+    i = max(1, min(t.size - 1, int(i_frac * (t.size - 1))))
+    i += i % 2  # an even row: it carries the coarse solution too
+    i = min(i, t.size - 1)
+    row = _volterra._Row(t, i, GAMMA)
+    fine, coarse = row_integral(row, t, residual(t))
+    # Tolerance: the first far panel [δ, 4δ] sees the cusp at distance δ, so degree-6 Chebyshev interpolation
+    # converges like 3^-7 ≈ 5e-4 times the cusp's size there (≲ 0.3·√(4γδ) ≈ 0.2): ~1e-4 of the kernel over a
+    # few steps, ~1e-6 of the integral. Linear interpolation between solution nodes is ~100 times worse.
+    scale = integrate.quad(lambda s: abs(kernel(t[i], s) * residual(s)), 0, t[i], limit=400)[0]
+    ref_f = reference(t, i, t)
+    assert abs(fine - ref_f) <= 1e-5 * scale
+    ref_c = reference(t, i, t[0::2])
+    assert abs(coarse - ref_c) <= 1e-5 * scale
+    # the same row with the kernel at every solution node would need i + 1 evaluations
+    if t[i] > 100:
+        assert row.taus.size < (i + 1) / 4
+
+
+def test_rows_are_exact_for_constant_kernel_and_linear_residual():
+    """K ≡ 1: the row integral of the piecewise-linear residual is the trapezoidal sum, exactly."""
+    t = graded_grid(50.0)
+    r = residual(t)
+    for i in (1, 2, 7, t.size - 1):
+        row = _volterra._Row(t, i, GAMMA)
+        got = row.fine.sum(0) @ r[: i + 1]
+        trap = np.sum(0.5 * (r[1:i + 1] + r[:i]) * np.diff(t[: i + 1]))
+        assert got == pytest.approx(trap, rel=1e-12)
+
+
+def test_solve_matches_exponential_kernel_ode():
+    """K(t, t′) = c e^{−a(t − t′)} (scalar, P = 1): f′ = c(y − f) − a f, f(0) = 0, so
+    f(t) = c y (1 − e^{−(a+c)t})/(a + c). The solver's error estimate bounds the true error, which converges at
+    second order."""
+    a, c, y = 0.05, 20.0, 1.0
+
+    def kern(ta, tb):
+        return (c * torch.exp(-a * (ta - tb)))[:, None, None]
+
+    errors, estimates = [], []
+    for h in (0.2, 0.1):
+        base = ndk.time_grid(60.0, h_first=0.002, h_max=h * 20, growth=1 + h)
+        fine = torch.empty(2 * base.numel() - 1, dtype=torch.float64)
+        fine[0::2], fine[1::2] = base, 0.5 * (base[1:] + base[:-1])
+        out_f, out_c, pairs = _volterra.solve(kern, torch.tensor([y], dtype=torch.float64), fine, 1, gamma=a,
+                                              batch_elements=10_000)
+        exact = c * y * -torch.expm1(-(a + c) * base) / (a + c)
+        errors.append((out_f[0::2, 0] - exact).abs().max().item())
+        estimates.append((out_f[0::2, 0] - out_c[:, 0]).abs().max().item())
+        assert pairs > 0
+    assert errors[0] <= estimates[0] and errors[1] <= estimates[1]
+    assert 2.5 < errors[0] / errors[1] < 6  # second order: ~4
+    assert math.isfinite(estimates[1]) and estimates[1] < 1e-3
