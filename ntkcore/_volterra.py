@@ -162,19 +162,24 @@ def solve(kernel, y, t, n_out, *, gamma, batch_elements):
         for r in rows:
             k = kern[start:start + r.taus.shape[0]]
             start += r.taus.shape[0]
-            _step(k, torch.as_tensor(r.fine, **opts), res_f, out_f, r.i, y, eye)
+            systems = [(torch.as_tensor(r.fine, **opts), res_f, out_f, r.i)]
             if r.coarse is not None:
-                _step(k, torch.as_tensor(r.coarse, **opts), res_c, out_c, r.i // 2, y, eye)
+                systems.append((torch.as_tensor(r.coarse, **opts), res_c, out_c, r.i // 2))
+            _step(k, systems, y, eye)
         i += len(rows)
     return out_f, out_c, pairs
 
 
-def _step(k, w, res, out, n, y, eye):
-    """Implicit step at node ``n``: ``f_n = h + A r_n`` with ``r_n = y − f_n[:P]``; ``k (M, n_out, P)``, ``w (M, n+1)``."""
+def _step(k, systems, y, eye):
+    """Implicit step at the current node of one or two grids (the kernel block ``k (M, n_out, P)`` is read once for
+    both). Each system is ``(w (M, n+1), res, out, n)``: ``f_n = h + A r_n`` with ``h = Σ_k K_k (w[:, :n] @ r)_k``,
+    ``A = Σ_k w[k, n] K_k`` and ``r_n = y − f_n[:P]``, a P×P solve."""
     P = y.shape[0]
-    hist = w[:, :n] @ res[:n]  # (M, P)
-    h = torch.einsum("kap,kp->a", k, hist)
-    a = torch.einsum("k,kap->ap", w[:, n], k)
-    r = torch.linalg.solve(eye + a[:P], y - h[:P])
-    res[n] = r
-    out[n] = h + a @ r
+    M, n_out = k.shape[0], k.shape[1]
+    hist = torch.stack([w[:, :n] @ res[:n] for w, res, _, n in systems], -1)  # (M, P, S)
+    h = torch.bmm(k, hist).sum(0)  # (n_out, S)
+    a = (torch.stack([w[:, n] for w, _, _, n in systems]) @ k.reshape(M, -1)).reshape(-1, n_out, P)  # (S, n_out, P)
+    for s, (_, res, out, n) in enumerate(systems):
+        r = torch.linalg.solve(eye + a[s, :P], y - h[:P, s])
+        res[n] = r
+        out[n] = h[:, s] + a[s] @ r
