@@ -27,6 +27,48 @@ def test_analytic_gradient_matches_autograd(activation, L):
         assert torch.allclose(a, b.grad, atol=1e-12)
 
 
+@pytest.mark.parametrize("activation", langevin.ACTIVATIONS)
+@pytest.mark.parametrize("L", [1, 2, 3])
+def test_fused_step_is_one_euler_maruyama_step(activation, L):
+    """simulate's fused update (decay on the product's beta, gradient on its alpha, then the noise) is
+    θ ← (1 − dt T/σ²) θ − dt ∇½‖f − y‖² + √(2T dt) ξ with the gradient of MLPEnsemble.gradient and, for a small
+    ensemble, ξ drawn from the seed's generator right after the initial weights, one weight after another."""
+    x, y, xt = orthogonal_dataset()
+    T, s2, dt = 0.3, 1.5, 0.01
+    r = langevin.simulate(x, y, xt, [0.0, dt], L=L, activation=activation, width=6, sigma0_sq=1.0, sigma_sq=s2,
+                          T=T, dt=dt, n_networks=3, seed=9, record_weights=True, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(9)
+    net = MLPEnsemble.init(3, x.shape[1], 6, L, activation, 1.0, seed=gen, dtype=torch.float64)
+    xi = [torch.randn(w.shape, generator=gen, dtype=torch.float64) for w in net.weights]
+    grads, _ = net.gradient(x, y)
+    for w, g, n, rec in zip(net.weights, grads, xi, r.weights):
+        assert torch.equal(rec[:, 0], w)
+        expect = (1 - dt * T / s2) * w - dt * g + math.sqrt(2 * T * dt) * n
+        assert torch.allclose(rec[:, 1], expect, atol=1e-13)
+
+
+def test_chunked_noise_is_standard_normal_and_thread_independent(monkeypatch):
+    """Large CPU draws are split into chunks with their own generators, filled by worker threads: the noise depends
+    on the seed only, not on the number of threads."""
+    monkeypatch.setattr(langevin, "_NOISE_CHUNK", 1000)
+    ws = [torch.zeros(4, 50, 30), torch.zeros(4, 50)]
+    draws = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            noise = langevin._Noise(ws, torch.Generator().manual_seed(1), torch.device("cpu"), torch.float32)
+            assert noise.parallel and (noise.pool is not None) == (n > 1)
+            draws.append([v.clone() for v in noise.draw(2)] + [noise.draw(1)[0].clone()])
+            noise.close()
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*draws))
+    z = draws[0][0].flatten()
+    assert abs(z.mean()) < 5 / math.sqrt(z.numel()) and abs(z.var() - 1) < 5 * math.sqrt(2 / z.numel())
+    assert not torch.equal(draws[0][0], draws[0][2])  # a fresh draw each step
+
+
 @pytest.mark.parametrize("device", available_devices())
 def test_simulate_shapes_seeding_and_recording(device):
     x, y, xt = orthogonal_dataset()
