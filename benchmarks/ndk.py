@@ -6,11 +6,12 @@
    ``rtol`` times the largest prediction; the time, the grid size and the number of time pairs at which the kernel
    was evaluated (against all pairs of the grid, what a quadrature with the kernel at every node would need) of
    each attempt are reported.
-2. Langevin ensemble: ``E`` networks advanced together as batched tensors vs a Python loop over ``E`` single
-   networks (``n_networks=1``), the same number of Euler-Maruyama steps.
+2. Langevin ensemble: runs benchmarks/langevin.py (E = 100 networks advanced together as batched tensors vs a
+   Python loop over 100 single networks, the same Euler-Maruyama steps, over several widths).
 
-    python benchmarks/ndk.py            # P = 100, E = 100
-    python benchmarks/ndk.py --quick    # P = 20, E = 20, fewer steps
+    python benchmarks/ndk.py                    # P = 100; both parts
+    python benchmarks/ndk.py --part solver --verify
+    python benchmarks/ndk.py --quick            # P = 20, small widths (seconds)
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from ntkcore import langevin, ndk
+from ntkcore import ndk
 
 
 def digits_01(P, seed=0):
@@ -74,21 +75,6 @@ def verify(P, sol):
     return diff / max(ref.train.abs().max().item(), ref.test.abs().max().item()), elapsed
 
 
-def bench_langevin(P, E, steps, width):
-    x, y, xt, _ = digits_01(P)
-    kw = dict(L=2, activation="relu", width=width, sigma0_sq=1.0, sigma_sq=1.0, T=0.01, dt=0.01)
-    record = [0.0, steps * kw["dt"]]
-    start = time.perf_counter()
-    langevin.simulate(x, y, xt, record, n_networks=E, seed=0, **kw)
-    batched = time.perf_counter() - start
-    gen = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    for _ in range(E):
-        langevin.simulate(x, y, xt, record, n_networks=1, seed=gen, **kw)
-    loop = time.perf_counter() - start
-    return batched, loop
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (a few seconds)")
@@ -100,13 +86,14 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     P = 20 if args.quick else 100
-    E = 20 if args.quick else 100
-    steps = 50 if args.quick else 200
 
     if args.part != "langevin":
         solver_table(P, args)
-    if args.part != "solver":
-        langevin_table(P, E, steps)
+    if args.part != "solver":  # benchmarks/langevin.py, over several widths
+        import importlib
+
+        langevin_bench = importlib.import_module("langevin")  # this folder's langevin.py, not ntkcore.langevin
+        langevin_bench.main(["--threads", str(args.threads)] + (["--quick"] if args.quick else []))
 
 
 def solver_table(P, args):
@@ -124,17 +111,6 @@ def solver_table(P, args):
               "(relative) from the returned one")
     acc = ((sol.test[-1] > 0) == (digits_01(P)[3] > 0)).double().mean().item()
     print(f"\ntest accuracy of the mean predictor at t = 1000: {acc:.3f}\n")
-
-
-
-def langevin_table(P, E, steps):
-    width = 256
-    batched, loop = bench_langevin(P, E, steps, width)
-    print(f"## Langevin ensemble: {E} networks, L = 2, width {width}, P = {P} train + {P} test, {steps} steps\n")
-    print("| method | time (s) | ms per step | speed-up |")
-    print("|---|---:|---:|---:|")
-    print(f"| batched ensemble | {batched:.2f} | {1e3 * batched / steps:.1f} | {loop / batched:.1f}× |")
-    print(f"| Python loop over networks | {loop:.2f} | {1e3 * loop / steps:.1f} | 1.0× |")
 
 
 if __name__ == "__main__":
