@@ -29,7 +29,6 @@ import torch
 
 from . import _volterra
 from ._checks import as_tensor, check_choice, check_int, check_real
-from .device import resolve
 
 ACTIVATIONS = ("relu", "erf", "identity")
 
@@ -436,7 +435,7 @@ def mean_predictor(x_train, y, x_test, t_max=None, *, L, activation, sigma0_sq, 
         return _pair_kernels(x_all, x_train, ta, tb, L, activation, sigma0_sq, sigma_sq, T).ndk
 
     out_f, out_c, pairs = _volterra.solve(kernel, y, fine, x_all.shape[0], gamma=T / sigma_sq,
-                                   batch_elements=_BATCH_ELEMENTS)
+                                          batch_elements=_BATCH_ELEMENTS)
     train_f, test_f, train_c, test_c = out_f[:, :P], out_f[:, P:], out_c[:, :P], out_c[:, P:]
     err = torch.maximum((train_f[0::2] - train_c).abs().amax(1), (test_f[0::2] - test_c).abs().amax(1))
     return MeanPredictor(times, train_f[0::2], test_f[0::2], err, float(err.max()), pairs)
