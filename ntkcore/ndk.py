@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import _volterra
+from . import _volterra, kernels
 from ._checks import as_tensor, check_choice, check_int, check_real
 
 ACTIVATIONS = ("relu", "erf", "identity")
@@ -128,34 +128,16 @@ def _m(t, t2, sigma0_sq, sigma_sq, T):
     return sigma_sq * torch.exp(-g * (t - t2).abs()) + (sigma0_sq - sigma_sq) * torch.exp(-g * (t + t2))
 
 
-def _moments(activation, v1, v2, c, derivative=True):
+def _moments(activation, v1, v2, c, diag=None):
     """``E[φ(u)φ(v)]`` and ``E[φ′(u)φ′(v)]`` for ``(u, v) ~ N(0, [[v1, c], [c, v2]])`` (formulas.md section 1 table).
 
-    ``v1``, ``v2`` broadcast against ``c`` (they are the small factors of an outer product: the work is done on
-    them first, so each full-size tensor is touched a few times only, in place). The cosine is clamped to
-    [−1, 1] before ``arccos`` and the erf argument before ``arcsin``. ``c`` is overwritten.
-    Returns ``(E φφ, E φ′φ′)`` (the second is None when ``derivative`` is False).
+    The closed forms of :mod:`ntkcore.kernels` (one layer step with ``σw² = 1``, ``σb² = 0``; clamping before
+    ``arccos``/``arcsin`` is theirs). ``v1``, ``v2`` broadcast against ``c`` (the small factors of an outer
+    product); ``diag="all"`` marks ``c`` as the variance itself (``u = v``, angle exactly 0). ``c`` is not changed.
+    Returns ``(E φφ, E φ′φ′)``, both shaped like ``c``.
     """
-    if activation == "identity":
-        return c, (torch.ones_like(c) if derivative else None)
-    if activation == "relu":
-        s1, s2 = torch.sqrt(v1), torch.sqrt(v2)
-        tiny = torch.finfo(c.dtype).tiny
-        cos = c.mul_(1.0 / s1.clamp_min(tiny)).mul_(1.0 / s2.clamp_min(tiny)).clamp_(-1.0, 1.0)
-        pmt = torch.arccos_(cos.neg())  # π − θ = arccos(−cos θ)
-        one = torch.ones((), dtype=cos.dtype, device=cos.device)
-        k = torch.addcmul(one, cos, cos, value=-1.0).clamp_min_(0.0).sqrt_()  # sin θ
-        k.addcmul_(pmt, cos).mul_(s1 / (2 * math.pi)).mul_(s2)
-        return k, (pmt.mul_(1 / (2 * math.pi)) if derivative else None)
-    # erf
-    r1, r2 = torch.rsqrt(1.0 + 2.0 * v1), torch.rsqrt(1.0 + 2.0 * v2)
-    arg = c.mul_(2.0 * r1).mul_(r2).clamp_(-1.0, 1.0)
-    k = torch.arcsin(arg).mul_(2 / math.pi)
-    if not derivative:
-        return k, None
-    one = torch.ones((), dtype=arg.dtype, device=arg.device)
-    kdot = torch.addcmul(one, arg, arg, value=-1.0).rsqrt_().mul_((4 / math.pi) * r1).mul_(r2)
-    return k, kdot
+    k, d, scale = kernels._CLOSED_FORMS[activation](c, kernels._Var.of(v1), kernels._Var.of(v2), diag, 1.0, 0.0)
+    return k, (d.mul_(scale) if torch.is_tensor(d) else torch.full_like(k, d * scale))
 
 
 def _recursion(q0, q01, q02, m11, m22, m12, e12, L, activation):
@@ -175,8 +157,8 @@ def _recursion(q0, q01, q02, m11, m22, m12, e12, L, activation):
         v1 = m11[:, None] * q1
         v2 = m22[:, None] * q2
         q12, kdot = _moments(activation, v1[:, :, None], v2[:, None, :], m12b * q12)
-        q1 = _moments(activation, v1, v1, v1.clone(), derivative=False)[0]
-        q2 = _moments(activation, v2, v2, v2.clone(), derivative=False)[0]
+        q1 = _moments(activation, v1, v1, v1, diag="all")[0]
+        q2 = _moments(activation, v2, v2, v2, diag="all")[0]
         kd = kd.mul_(kdot).mul_(m12b).addcmul_(q12, e12b)
     return TwoTimeKernels(q12, kdot, kd)
 
