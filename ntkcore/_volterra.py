@@ -117,17 +117,19 @@ class _Row:
         self.fine = np.zeros((M, i + 1))
         self.coarse = np.zeros((M, i // 2 + 1)) if i % 2 == 0 else None
         for idx, js, basis, tg in contrib:
-            # fine hats on [t_j, t_{j+1}]
-            theta = (tg - t[js][:, None]) / (t[js + 1] - t[js])[:, None]
-            for which, hat in ((0, 1.0 - theta), (1, theta)):
-                vals = np.einsum("nm,nmk->nk", hat, basis)
-                np.add.at(self.fine, (idx, (js + which)[:, None].repeat(idx.shape[1], 1)), vals)
+            _add_hats(self.fine, idx, js, t[js], t[js + 1], tg, basis)  # fine hats on [t_j, t_{j+1}]
             if self.coarse is not None:  # coarse hats on [t_{2c}, t_{2c+2}] containing the fine step
                 c = js // 2
-                theta = (tg - t[2 * c][:, None]) / (t[2 * c + 2] - t[2 * c])[:, None]
-                for which, hat in ((0, 1.0 - theta), (1, theta)):
-                    vals = np.einsum("nm,nmk->nk", hat, basis)
-                    np.add.at(self.coarse, (idx, (c + which)[:, None].repeat(idx.shape[1], 1)), vals)
+                _add_hats(self.coarse, idx, c, t[2 * c], t[2 * c + 2], tg, basis)
+
+
+def _add_hats(weights, idx, first, left, right, tg, basis):
+    """``weights[idx, first (+1)] += Σ_m basis × (hat of the left (right) node)`` at the Gauss points ``tg``, for the
+    steps ``[left, right]`` (arrays over the steps) whose left node has index ``first``."""
+    theta = (tg - left[:, None]) / (right - left)[:, None]
+    for which, hat in ((0, 1.0 - theta), (1, theta)):
+        vals = np.einsum("nm,nmk->nk", hat, basis)
+        np.add.at(weights, (idx, (first + which)[:, None].repeat(idx.shape[1], 1)), vals)
 
 
 def solve(kernel, y, t, n_out, *, gamma, batch_elements):
