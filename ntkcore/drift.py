@@ -27,15 +27,15 @@ import math
 
 import torch
 
-from ._checks import as_tensor, check_choice, check_int, check_real
-from . import ndk
+from . import activations, ndk
+from ._checks import as_tensor, check_int, check_real
 
 ACTIVATIONS = ndk.ACTIVATIONS
 
 
 def _check(L, activation, sigma_sq, T=None):
     check_int(L, "L", low=1)
-    check_choice(activation, "activation", ACTIVATIONS)
+    activations.get(activation, closed_form=True)
     check_real(sigma_sq, "sigma_sq", low=0.0, low_open=True)
     if T is not None:
         check_real(T, "T", low=0.0)

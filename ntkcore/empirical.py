@@ -27,8 +27,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from . import activations
 from ._checks import as_tensor, check_choice, check_int, check_real
-from .models import ScaledLinear
+from .layers import ScaledLinear
 
 METHODS = ("auto", "layerwise", "jacobian", "vjp-jvp")
 
@@ -169,15 +170,6 @@ def _layer_scales(m: nn.Linear) -> tuple[float, float]:
     return (m.weight_scale, m.bias_scale) if isinstance(m, ScaledLinear) else (1.0, 1.0)
 
 
-def _derivative(activation: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    """φ'(h) of an elementwise activation: closed form for ReLU and the identity, else one forward-mode pass."""
-    if isinstance(activation, nn.ReLU):
-        return (h > 0).to(h.dtype)
-    if isinstance(activation, nn.Identity):
-        return torch.ones_like(h)
-    return jvp(activation, (h,), (torch.ones_like(h),))[1]
-
-
 def _layerwise_method(mods):
     def prepare(x):
         """Per dense layer: (input a (b, fan_in), sensitivity δ (b, O, fan_out), layer)."""
@@ -187,7 +179,7 @@ def _layerwise_method(mods):
                 records.append((h, m))
                 h = m(h)
             else:
-                records.append((_derivative(m, h), None))
+                records.append((activations.derivative_of_module(m, h), None))
                 h = m(h)
         n, n_out = h.shape
         delta = torch.eye(n_out, dtype=h.dtype, device=h.device).expand(n, n_out, n_out)

@@ -26,29 +26,12 @@ from dataclasses import dataclass
 
 import torch
 
+from . import activations
 from ._checks import as_tensor, check_choice, check_int, check_real, generator
 from .device import resolve
 
-ACTIVATIONS = ("relu", "erf", "identity")
+ACTIVATIONS = activations.CLOSED_FORM_NAMES
 PARTS = ("train", "test")
-
-
-def _phi_(activation, h):
-    """``φ(h)``; ReLU in place (its derivative is read off ``φ(h) > 0``, so ``h`` is not needed again)."""
-    if activation == "relu":
-        return torch.relu_(h)
-    if activation == "erf":
-        return torch.erf(h)
-    return h
-
-
-def _times_dphi_(activation, g, h, act):
-    """``g ⊙ φ′(h) / c`` in place on ``g``; returns it and the constant ``c`` (``2/√π`` for erf, else 1)."""
-    if activation == "relu":
-        return torch.ops.aten.threshold_backward.grad_input(g, act, 0, grad_input=g), 1.0
-    if activation == "erf":
-        return g.mul_(torch.square(h).neg_().exp_()), 2 / math.sqrt(math.pi)
-    return g, 1.0
 
 
 class MLPEnsemble:
@@ -63,7 +46,8 @@ class MLPEnsemble:
     """
 
     def __init__(self, weights, activation):
-        self.activation = check_choice(activation, "activation", ACTIVATIONS)
+        self.phi = activations.get(activation, closed_form=True)
+        self.activation = self.phi.name
         if len(weights) < 2:
             raise ValueError("weights must hold at least W^1 and the readout a")
         self.weights = list(weights)
@@ -98,8 +82,8 @@ class MLPEnsemble:
                 prev, w = layers[-1][1], self.weights[layer]
                 h = torch.baddbmm(prev.new_empty(E, prev.shape[1], w.shape[1]), prev, w.transpose(1, 2),
                                   beta=0.0, alpha=1 / math.sqrt(prev.shape[2]))
-            act = _phi_(self.activation, h)
-            layers.append((None if self.activation == "relu" else h, act))
+            act = self.phi.apply_(h)  # in place for ReLU, whose φ′ is then read off φ(h)
+            layers.append((None if self.phi.in_place else h, act))
         return layers
 
     def _readout(self, act):
@@ -132,7 +116,7 @@ class MLPEnsemble:
         update(self.depth, layers[-1][1].transpose(1, 2), delta[:, :, None], c)
         for layer in range(self.depth - 1, -1, -1):
             h, act = layers[layer]
-            g, k = _times_dphi_(self.activation, g, h, act)  # dloss/dh^l / (c k)
+            g, k = self.phi.mul_derivative_(g, h, act)  # dloss/dh^l / (c k)
             c *= k
             if layer:
                 prev = layers[layer - 1][1]
@@ -266,7 +250,7 @@ def simulate(x_train, y, x_test, record_times, *, L, activation, width, sigma0_s
 
     Returns :class:`LangevinResult`.
     """
-    check_choice(activation, "activation", ACTIVATIONS)
+    activations.get(activation, closed_form=True)
     dev, dtp = resolve(device if device is not None else (x_train.device if isinstance(x_train, torch.Tensor)
                                                            else None), dtype)
     x_train = as_tensor(x_train, "x_train", ndim=2, device=dev, dtype=dtp)

@@ -25,125 +25,33 @@ import copy
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jvp
 
+from . import activations, kernels
 from ._checks import check_choice, check_int, check_real, generator
+from .activations import Elementwise, Erf
 from .device import resolve
+from .layers import ScaledLinear
+from .layers.dense import dense_module
 
-ACTIVATIONS = ("relu", "erf", "identity", "tanh")
+__all__ = ["MLP", "TwoLayerNet", "Linearized", "linearize", "ScaledLinear", "Erf", "Elementwise",
+           "activation_module", "ACTIVATIONS"]
+
+ACTIVATIONS = activations.NAMES
 PARAMETERIZATIONS = ("ntk", "standard")
 A_DISTRIBUTIONS = ("uniform", "sign")
 
 
-class ScaledLinear(nn.Linear):
-    """``y = (weight_scale · W) x + bias_scale · b``: an ``nn.Linear`` with fixed multipliers on its parameters.
-
-    With ``W, b ~ N(0, 1)``, ``weight_scale = σw/√fan_in`` and ``bias_scale = σb`` this is one layer of the NTK
-    parameterization, ``h^{l+1} = σw/√n · W^{l+1} φ(h^l) + σb b^{l+1}`` (formulas.md section 1). Shapes as
-    ``nn.Linear``: input ``(..., in_features)``, output ``(..., out_features)``.
-    """
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, weight_scale: float = 1.0,
-                 bias_scale: float = 1.0, device=None, dtype=None):
-        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self.weight_scale = check_real(weight_scale, "weight_scale")
-        self.bias_scale = check_real(bias_scale, "bias_scale")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Scaling the output rather than the weight avoids a copy of W in every call (cheaper when batch < fan_in).
-        y = F.linear(x, self.weight)
-        if self.weight_scale != 1.0:
-            y = y * self.weight_scale
-        if self.bias is not None:
-            y = y + self.bias * self.bias_scale
-        return y
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, weight_scale={self.weight_scale:.6g}, bias_scale={self.bias_scale:.6g}"
-
-
-class Erf(nn.Module):
-    """The error function ``φ(h) = erf(h)`` (elementwise), whose kernels have closed forms (formulas.md section 1)."""
-
-    elementwise = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.special.erf(x)
-
-
-class Elementwise(nn.Module):
-    """Wrap a plain function acting elementwise on a tensor (e.g. ``torch.sin``) as an activation module.
-
-    ``elementwise = True`` tells :func:`ntkcore.empirical.ntk` that the function acts entry by entry, which its
-    layer-by-layer fast path needs; wrap only functions for which that is true.
-    """
-
-    elementwise = True
-
-    def __init__(self, fn):
-        super().__init__()
-        if not callable(fn):
-            raise ValueError(f"fn must be callable, got {type(fn).__name__}")
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
-
-    def extra_repr(self) -> str:
-        return getattr(self.fn, "__name__", repr(self.fn))
-
-
 def activation_module(activation) -> nn.Module:
-    """The activation ``φ`` as a module: a name in :data:`ACTIVATIONS`, an ``nn.Module`` (used as is) or a plain
-    elementwise function (wrapped in :class:`Elementwise`)."""
-    if isinstance(activation, str):
-        name = check_choice(activation, "activation", ACTIVATIONS)
-        return {"relu": nn.ReLU, "erf": Erf, "identity": nn.Identity, "tanh": nn.Tanh}[name]()
-    if isinstance(activation, nn.Module):
-        return activation
-    if callable(activation):
-        return Elementwise(activation)
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, an nn.Module or a callable, got {activation!r}")
-
-
-def _normal(shape, std: float, gen: torch.Generator, device, dtype) -> torch.Tensor:
-    """``std · N(0, 1)`` of ``shape``, drawn in float64 on the generator's device, then cast and moved."""
-    z = torch.randn(shape, generator=gen, dtype=torch.float64, device=gen.device)
-    if std != 1.0:
-        z = z * std
-    return z.to(device=device, dtype=dtype)
-
-
-def _dense(fan_in: int, fan_out: int, *, w_std: float, b_std: float | None, weight_scale: float = 1.0,
-           bias_scale: float = 1.0, gen: torch.Generator, device, dtype) -> ScaledLinear:
-    """A :class:`ScaledLinear` with raw weights ``w_std · N(0, 1)`` and bias ``b_std · N(0, 1)`` (drawn from ``gen`` in
-    that order; no bias when ``b_std is None``)."""
-    layer = torch.nn.utils.skip_init(ScaledLinear, fan_in, fan_out, bias=b_std is not None, weight_scale=weight_scale,
-                                     bias_scale=bias_scale, device=device, dtype=dtype)
-    with torch.no_grad():
-        layer.weight.copy_(_normal((fan_out, fan_in), w_std, gen, device, dtype))
-        if b_std is not None:
-            layer.bias.copy_(_normal((fan_out,), b_std, gen, device, dtype))
-    return layer
-
-
-def _mlp_layer(fan_in: int, fan_out: int, *, weight_var: float, bias_var: float, parameterization: str,
-               gen: torch.Generator, device, dtype) -> ScaledLinear:
-    """One dense layer of :class:`MLP` in the given parameterization (formulas.md section 1); no bias when
-    ``bias_var == 0``."""
-    has_bias = bias_var > 0
-    if parameterization == "ntk":
-        return _dense(fan_in, fan_out, w_std=1.0, b_std=1.0 if has_bias else None,
-                      weight_scale=math.sqrt(weight_var / fan_in), bias_scale=math.sqrt(bias_var),
-                      gen=gen, device=device, dtype=dtype)
-    return _dense(fan_in, fan_out, w_std=math.sqrt(weight_var / fan_in),
-                  b_std=math.sqrt(bias_var) if has_bias else None, gen=gen, device=device, dtype=dtype)
+    """The activation ``φ`` as a module (:func:`ntkcore.activations.get`): a registered name, an ``nn.Module``
+    (deep-copied) or a plain elementwise function (wrapped in :class:`Elementwise`)."""
+    return activations.get(activation).module()
 
 
 class MLP(nn.Sequential):
-    """Fully connected network with ``depth`` hidden layers of ``width`` units (formulas.md section 1).
+    """Fully connected network with ``depth`` hidden layers of ``width`` units: the finite network of
+    :func:`ntkcore.kernels.fc_network` (its specification is :attr:`spec`).
 
     NTK parameterization (default), all raw ``W, b ~ N(0, 1)``::
 
@@ -180,17 +88,11 @@ class MLP(nn.Sequential):
         weight_var = check_real(weight_var, "weight_var", low=0.0, low_open=True)
         bias_var = check_real(bias_var, "bias_var", low=0.0)
         parameterization = check_choice(parameterization, "parameterization", PARAMETERIZATIONS)
-        act = activation_module(activation)
+        spec = kernels.fc_network(depth, activation=activation, weight_var=weight_var, bias_var=bias_var,
+                                  width=width, out_features=out_features)
         device, dtype = resolve(device, dtype)
-        gen = generator(seed)
-        sizes = [in_features] + [width] * depth + [out_features]
-        layers: list[nn.Module] = []
-        for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(_mlp_layer(fan_in, fan_out, weight_var=weight_var, bias_var=bias_var,
-                                     parameterization=parameterization, gen=gen, device=device, dtype=dtype))
-            if l < depth:
-                layers.append(copy.deepcopy(act))
-        super().__init__(*layers)
+        super().__init__(*spec.modules_for((in_features,), generator(seed), device, dtype, parameterization))
+        self.spec = spec
         self.in_features, self.width, self.depth, self.out_features = in_features, width, depth, out_features
         self.weight_var, self.bias_var = weight_var, bias_var
         self.parameterization = parameterization
@@ -236,7 +138,8 @@ class TwoLayerNet(nn.Sequential):
         act = activation_module(activation)
         device, dtype = resolve(device, dtype)
         gen = generator(seed)
-        hidden = _dense(in_features, width, w_std=1.0, b_std=None, gen=gen, device=device, dtype=dtype)
+        hidden = dense_module(in_features, width, weight_var=float(in_features), bias_var=0.0,
+                              parameterization="ntk", gen=gen, device=device, dtype=dtype)
         readout = torch.nn.utils.skip_init(ScaledLinear, width, 1, bias=False, weight_scale=1.0 / math.sqrt(width),
                                            device=device, dtype=dtype)
         if a_dist == "uniform":

@@ -27,10 +27,11 @@ from typing import NamedTuple
 
 import torch
 
-from . import _volterra, kernels
-from ._checks import as_tensor, check_choice, check_int, check_real
+from . import _volterra, activations
+from ._checks import as_tensor, check_int, check_real
+from .layers._entrywise import Affine, Unit, marginal_variances, run
 
-ACTIVATIONS = ("relu", "erf", "identity")
+ACTIVATIONS = activations.CLOSED_FORM_NAMES
 
 #: Elements (time pairs × n1 × n2) per kernel batch in the solver: bounds memory, keeps batches vectorized.
 _BATCH_ELEMENTS = 2_000_000
@@ -78,7 +79,7 @@ def _check_hyper(*, L=None, activation=None, sigma0_sq=None, sigma_sq=None, T=No
     if L is not None:
         check_int(L, "L", low=1)
     if activation is not None:
-        check_choice(activation, "activation", ACTIVATIONS)
+        activations.get(activation, closed_form=True)
     if sigma0_sq is not None:
         check_real(sigma0_sq, "sigma0_sq", low=0.0, low_open=True)
     if sigma_sq is not None:
@@ -128,39 +129,36 @@ def _m(t, t2, sigma0_sq, sigma_sq, T):
     return sigma_sq * torch.exp(-g * (t - t2).abs()) + (sigma0_sq - sigma_sq) * torch.exp(-g * (t + t2))
 
 
-def _moments(activation, v1, v2, c, diag=None):
-    """``E[φ(u)φ(v)]`` and ``E[φ′(u)φ′(v)]`` for ``(u, v) ~ N(0, [[v1, c], [c, v2]])`` (formulas.md section 1 table).
+def _recursion(q0, q01, q02, m11, m22, m12, e12, L, activation, diag=None):
+    """Two-time recursion of paper Eqs. 11-13 on a batch of time pairs: the entrywise layer recursion of
+    :mod:`ntkcore.layers._entrywise` for the network ``[Dense, φ] × L, Dense`` in the paper's parameterization.
 
-    The closed forms of :mod:`ntkcore.kernels` (one layer step with ``σw² = 1``, ``σb² = 0``; clamping before
-    ``arccos``/``arcsin`` is theirs). ``v1``, ``v2`` broadcast against ``c`` (the small factors of an outer
-    product); ``diag="all"`` marks ``c`` as the variance itself (``u = v``, angle exactly 0). ``c`` is not changed.
-    Returns ``(E φφ, E φ′φ′)``, both shaped like ``c``.
-    """
-    k, d, scale = kernels._CLOSED_FORMS[activation](c, kernels._Var.of(v1), kernels._Var.of(v2), diag, 1.0, 0.0)
-    return k, (d.mul_(scale) if torch.is_tensor(d) else torch.full_like(k, d * scale))
-
-
-def _recursion(q0, q01, q02, m11, m22, m12, e12, L, activation):
-    """Two-time recursion of formulas.md section 5 on a batch of time pairs.
+    Every dense layer has weight covariance ``m(t,t′)`` between the two times (``m(t,t)``, ``m(t′,t′)`` on the
+    variances of each side) and gradient term ``e^{−γ|t−t′|}`` (the variance sits in the weights, so the gradient
+    of a layer is its input without a variance factor): ``K^{d,l} = m(t,t′) K̇^l K^{d,l−1} + e^{−γ|t−t′|} K^l`` is
+    the tangent kernel after layer l + 1, and the NDK the one after the readout.
 
     q0 ``(n1, n2)`` input overlaps, q01 ``(n1,)``, q02 ``(n2,)`` their diagonals; m11, m22, m12, e12 ``(B,)`` the
-    covariances ``m(t,t)``, ``m(t′,t′)``, ``m(t,t′)`` and ``e^{−γ|t−t′|}`` of B time pairs.
+    covariances ``m(t,t)``, ``m(t′,t′)``, ``m(t,t′)`` and ``e^{−γ|t−t′|}`` of B time pairs; ``diag`` None or a view
+    of the entries whose two sides are the same input at the same time (their angle is set to exactly 0).
     Returns :class:`TwoTimeKernels` with tensors of shape ``(B, n1, n2)``.
     """
-    q1 = q01.expand(m11.shape[0], -1)  # q^{l-1}(x,t; x,t), (B, n1)
-    q2 = q02.expand(m22.shape[0], -1)
-    q12 = q0.expand(m12.shape[0], -1, -1)  # q^{l-1}(x,t; x',t'), (B, n1, n2)
-    m12b, e12b = m12[:, None, None], e12[:, None, None]
-    kd = e12b * q12
-    kdot = None
-    for _ in range(L):
-        v1 = m11[:, None] * q1
-        v2 = m22[:, None] * q2
-        q12, kdot = _moments(activation, v1[:, :, None], v2[:, None, :], m12b * q12)
-        q1 = _moments(activation, v1, v1, v1, diag="all")[0]
-        q2 = _moments(activation, v2, v2, v2, diag="all")[0]
-        kd = kd.mul_(kdot).mul_(m12b).addcmul_(q12, e12b)
-    return TwoTimeKernels(q12, kdot, kd)
+    act = activations.get(activation, closed_form=True)
+    dense = Affine(m12[:, None, None], 0.0, e12[:, None, None], 0.0, wv1=m11[:, None], wv2=m22[:, None])
+    units = [Unit(None, dense)] + [Unit(act, dense)] * L
+    var1, _ = marginal_variances(q01, units, side=1)
+    var2, _ = marginal_variances(q02, units, side=2)
+    sides = iter([(v1.map(lambda t: t[:, :, None]), v2.map(lambda t: t[:, None, :])) for v1, v2 in zip(var1, var2)])
+    _, ndk_, (nngp, nngp_dot) = run(q0, None, units, lambda _: next(sides), diag=diag, keep_moments=True)
+    return TwoTimeKernels(nngp, nngp_dot, ndk_)
+
+
+def _same_input_and_time(stride: int):
+    """``diag`` of a symmetric call (``x2 = x1``) whose time pairs ``b = 0, stride, 2 stride, …`` have equal times:
+    there the pair (x, t), (x, t) has angle exactly 0."""
+    def view(t):
+        return t[::stride].diagonal(dim1=-2, dim2=-1)
+    return view
 
 
 def _overlaps(x1, x2):
@@ -186,28 +184,32 @@ def two_time_kernels(x1, x2=None, t1=0.0, t2=None, *, L, activation, sigma0_sq, 
     Returns :class:`TwoTimeKernels` of float64 tensors, each ``(G1, G2, n1, n2)``.
     """
     _check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
+    symmetric = x2 is None and t2 is None
     x1, x2 = _inputs(x1, x2, device)
     t1 = _times(t1, "t1", x1)
     t2 = t1 if t2 is None else _times(t2, "t2", x1)
     ta, tb = (s.reshape(-1) for s in torch.meshgrid(t1, t2, indexing="ij"))
-    out = _pair_kernels(x1, x2, ta, tb, L, activation, sigma0_sq, sigma_sq, T)
+    diag = _same_input_and_time(t1.shape[0] + 1) if symmetric else None
+    out = _pair_kernels(x1, x2, ta, tb, L, activation, sigma0_sq, sigma_sq, T, diag)
     shape = (t1.shape[0], t2.shape[0], x1.shape[0], x2.shape[0])
     return TwoTimeKernels(*(k.reshape(shape) for k in out))
 
 
-def _pair_kernels(x1, x2, ta, tb, L, activation, sigma0_sq, sigma_sq, T):
+def _pair_kernels(x1, x2, ta, tb, L, activation, sigma0_sq, sigma_sq, T, diag=None):
     """Kernels on paired times ``(ta[b], tb[b])``: :class:`TwoTimeKernels` of ``(B, n1, n2)`` tensors."""
     q0, q01, q02 = _overlaps(x1, x2)
     g = T / sigma_sq
     return _recursion(q0, q01, q02, _m(ta, ta, sigma0_sq, sigma_sq, T), _m(tb, tb, sigma0_sq, sigma_sq, T),
-                      _m(ta, tb, sigma0_sq, sigma_sq, T), torch.exp(-g * (ta - tb).abs()), L, activation)
+                      _m(ta, tb, sigma0_sq, sigma_sq, T), torch.exp(-g * (ta - tb).abs()), L, activation, diag)
 
 
 def _one_time(x1, x2, variance, L, activation, device):
+    diag = _same_input_and_time(1) if x2 is None else None
     x1, x2 = _inputs(x1, x2, device)
     q0, q01, q02 = _overlaps(x1, x2)
     v = torch.full((1,), float(variance), dtype=x1.dtype, device=x1.device)
-    return TwoTimeKernels(*(k[0] for k in _recursion(q0, q01, q02, v, v, v, torch.ones_like(v), L, activation)))
+    kernels = _recursion(q0, q01, q02, v, v, v, torch.ones_like(v), L, activation, diag)
+    return TwoTimeKernels(*(k[0] for k in kernels))
 
 
 def k_gp(x1, x2=None, *, L, activation, sigma_sq, device=None):

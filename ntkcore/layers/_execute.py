@@ -1,0 +1,416 @@
+"""Computing the kernel matrix of a network: reading the inputs, the pass over the pairs ``(x, x)``, tiles of pairs
+with a memory bound, and threads.
+
+Two executors share the layers' transforms:
+
+* networks of entrywise layers on vectors (fully connected networks) run on the fast path: a panel of rows of
+  ``K¹`` is one matrix product, the layers then run on cache-sized tiles of it, and panels are spread over threads;
+* every other network runs on tiles of pairs of examples: each tile holds the covariances over pairs of positions
+  (images) or nodes (graphs) for a block of example pairs.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import math
+
+import torch
+
+from .._checks import as_tensor, check_int
+from . import _entrywise
+from ._base import branches
+from ._state import GRAPH, IMAGE, VECTOR, Kernels, Layout, Pairs, Recorder, Replay, Shape, Side
+
+DEFAULT_MAX_MEMORY = 2**28  # bytes of intermediates (256 MiB), outputs not included
+_TILE_ROWS, _TILE_COLS = 256, 512  # CPU tiles of the fast path (panel rows × tile columns): fastest at n = 4000
+_N_BUFFERS = 5  # tile-sized buffers of the fast path: K, Θ and three intermediates (ReLU)
+_PAIR_BUFFERS = 10  # block-of-pairs-sized tensors alive at once on the pairs path (measured peak, with margin)
+
+
+def parse_get(get):
+    names = (get,) if isinstance(get, str) else tuple(get) if isinstance(get, (tuple, list)) else ()
+    if not names or any(n not in ("nngp", "ntk") for n in names):
+        raise ValueError(f"get={get!r} is not accepted; accepted: 'nngp', 'ntk' or ('nngp', 'ntk')")
+    return "nngp" in names, "ntk" in names
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------------------------
+
+def finite_input(x, name, **kwargs) -> torch.Tensor:
+    """``as_tensor`` with the NaN/inf check done by one sum (a finite sum means finite entries), the full check
+    (and its error message) only when the sum is not finite."""
+    t = as_tensor(x, name, finite=False, **kwargs)
+    return t if bool(torch.isfinite(t.sum())) else as_tensor(t, name, **kwargs)
+
+
+class Examples:
+    """The examples of one side of a kernel call, and for graphs their adjacency, node mask and node counts."""
+
+    def __init__(self, x, adjacency=None, mask=None):
+        self.x, self.adjacency, self.mask = x, adjacency, mask
+        if adjacency is not None:
+            self.count = mask.sum(1) if mask is not None else x.new_full((x.shape[0],), float(x.shape[1]))
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+    def lined_up(self, rows: slice, layout: Layout, which):
+        """The graph data of ``rows`` lined up for side 1 (``which=1``), side 2 (``which=2``) or the two sides of
+        the pairs ``(x, x)`` (``which=None``): a pair of :class:`~ntkcore.layers._state.Side` (None for the side
+        not asked for)."""
+        if self.adjacency is None:
+            return Side(), Side()
+        a, count = self.adjacency[rows], self.count[rows]
+        mask = None if self.mask is None else self.mask[rows]
+        if which is None:
+            m1, m2 = (None, None) if mask is None else layout.self_sides(mask)
+            return Side(a, m1, count), Side(a, m2, count)
+        if which == 1:
+            return Side(a[:, None], None if mask is None else layout.side1(mask), count[:, None]), None
+        return None, Side(a[None], None if mask is None else layout.side2(mask), count[None])
+
+
+_IMAGE_LAYOUT = "images must be (n, C, H, W) arrays (torch's layout"
+
+
+def _images(x, name, device, dtype):
+    t = finite_input(x, name, device=device, dtype=dtype)
+    if t.ndim != 4:
+        raise ValueError(f"{name} must be images (n, C, H, W), got shape {tuple(t.shape)}")
+    _, c, h, w = t.shape
+    if w <= 4 and w < c and c == h:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, which looks like channels-last images (n, H, W, C); "
+                         f"{_IMAGE_LAYOUT}): pass x.permute(0, 3, 1, 2)")
+    return t
+
+
+def _graph_list(xs, adjacency, name, adj_name, device, dtype):
+    """Pad a list of graphs ``(N_i, C)`` with adjacencies ``(N_i, N_i)`` to one batch; returns (x, A, mask)."""
+    if not isinstance(adjacency, (list, tuple)) or len(adjacency) != len(xs):
+        raise ValueError(f"{adj_name} must be a list of one (N_i, N_i) array per graph of {name} ({len(xs)}), got "
+                         f"{type(adjacency).__name__}")
+    if not xs:
+        raise ValueError(f"{name} must hold at least one graph")
+    feats, adjs = [], []
+    for i, (xi, ai) in enumerate(zip(xs, adjacency)):
+        f = finite_input(xi, f"{name}[{i}]", ndim=2, device=device if i == 0 else feats[0].device,
+                         dtype=dtype if i == 0 else feats[0].dtype)
+        if feats and f.shape[1] != feats[0].shape[1]:
+            raise ValueError(f"{name}[{i}] must have the {feats[0].shape[1]} node features of {name}[0], got "
+                             f"shape {tuple(f.shape)}")
+        feats.append(f)
+        adjs.append(_adjacency(ai, f"{adj_name}[{i}]", f.shape[0], f))
+    sizes = [f.shape[0] for f in feats]
+    n_max = max(sizes)
+    x = feats[0].new_zeros(len(feats), n_max, feats[0].shape[1])
+    a = feats[0].new_zeros(len(feats), n_max, n_max)
+    for i, (f, ai) in enumerate(zip(feats, adjs)):
+        x[i, : f.shape[0]] = f
+        a[i, : f.shape[0], : f.shape[0]] = ai
+    mask = None
+    if min(sizes) != n_max:
+        mask = (torch.arange(n_max, device=x.device)[None, :] < torch.tensor(sizes, device=x.device)[:, None])
+        mask = mask.to(x.dtype)
+    return x, a, mask
+
+
+def _adjacency(a, name, n_nodes, like, batch=None):
+    shape = (n_nodes, n_nodes) if batch is None else (batch, n_nodes, n_nodes)
+    a = finite_input(a, name, device=like.device, dtype=like.dtype)
+    if tuple(a.shape) != shape:
+        raise ValueError(f"{name} must be a square adjacency of shape {shape} (one row and column per node), got "
+                         f"{tuple(a.shape)}")
+    if bool((a < 0).any()):
+        raise ValueError(f"{name} must have edge weights >= 0")
+    return a
+
+
+def _graphs(x, adjacency, name, adj_name, device, dtype):
+    if isinstance(x, (list, tuple)):
+        return _graph_list(list(x), adjacency, name, adj_name, device, dtype)
+    t = finite_input(x, name, device=device, dtype=dtype)
+    if t.ndim != 3:
+        raise ValueError(f"{name} must be graphs: node features (n, N, C) or a list of (N_i, C) arrays, got shape "
+                         f"{tuple(t.shape)}")
+    if adjacency is None:
+        raise ValueError(f"graph inputs need their adjacency: pass adjacency (n, N, N) for {name}")
+    return t, _adjacency(adjacency, adj_name, t.shape[1], t, batch=t.shape[0]), None
+
+
+def read_inputs(x1, x2, adjacency, device):
+    """``(side1, side2 or None, shape of one example)`` from the arguments of :meth:`Serial.kernel`."""
+    graphs = isinstance(x1, (list, tuple)) or (adjacency is not None)
+    if graphs:
+        if x2 is None:
+            a1, a2 = adjacency, None
+        else:
+            if not isinstance(adjacency, (list, tuple)) or len(adjacency) != 2:
+                raise ValueError("with x2 given, adjacency must be the pair (adjacency of x1, adjacency of x2)")
+            a1, a2 = adjacency
+        x, a, mask = _graphs(x1, a1, "x1", "adjacency" if x2 is None else "adjacency[0]", device, None)
+        side1 = Examples(x, a, mask)
+        side2 = None
+        if x2 is not None:
+            xb, ab, maskb = _graphs(x2, a2, "x2", "adjacency[1]", x.device, x.dtype)
+            if xb.shape[2] != x.shape[2]:
+                raise ValueError(f"x2 must have the {x.shape[2]} node features of x1, got {xb.shape[2]}")
+            side2 = Examples(xb, ab, maskb)
+        return side1, side2, Shape(GRAPH, x.shape[2], (None,))
+    x = finite_input(x1, "x1", device=device)
+    if x.ndim == 4:
+        x = _images(x, "x1", device, None)
+        shape = Shape(IMAGE, x.shape[1], tuple(x.shape[2:]))
+    elif x.ndim == 2:
+        shape = Shape(VECTOR, x.shape[1], ())
+    elif x.ndim == 3:
+        raise ValueError(f"x1 of shape {tuple(x.shape)} looks like graphs (n, N, C): pass their adjacency")
+    else:
+        raise ValueError(f"x1 must be vectors (n, d), images (n, C, H, W) or graphs (n, N, C), got shape "
+                         f"{tuple(x.shape)}")
+    side2 = None
+    if x2 is not None:
+        xb = finite_input(x2, "x2", device=x.device, dtype=x.dtype)
+        if xb.shape[1:] != x.shape[1:] or xb.ndim != x.ndim:
+            what = "feature dimension" if x.ndim == 2 else "per-example shape"
+            raise ValueError(f"x2 must have the {what} of x1 ({tuple(x.shape[1:])}), got shape {tuple(xb.shape)}")
+        side2 = Examples(xb)
+    return Examples(x), side2, shape
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Threads
+# ---------------------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _single_threaded_ops():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_workers(work, workers: int) -> None:
+    """Call ``work(w)`` for ``w < workers``: in this thread for one worker, else in Python threads while torch's own
+    intra-op threads are set to 1 (one synchronization per call instead of one per elementwise operation)."""
+    if workers == 1:
+        work(0)
+        return
+    with _single_threaded_ops(), concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for f in [pool.submit(work, w) for w in range(workers)]:
+            f.result()
+
+
+def _workers(t: torch.Tensor) -> int:
+    return torch.get_num_threads() if t.device.type == "cpu" else 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------------------------
+
+def kernel(net, x1, x2=None, *, get=("nngp", "ntk"), adjacency=None, device=None, max_memory=None,
+           block_size=None) -> Kernels:
+    """The kernels of ``net`` (a :class:`~ntkcore.layers.Serial`); see :meth:`Serial.kernel`."""
+    want_nngp, want_ntk = parse_get(get)
+    max_memory = DEFAULT_MAX_MEMORY if max_memory is None else check_int(max_memory, "max_memory", low=1)
+    if block_size is not None:
+        block_size = check_int(block_size, "block_size", low=1)
+    side1, side2, shape = read_inputs(x1, x2, adjacency, device)
+    out = net._out_shape(shape)
+    if branches(out) or out.kind != VECTOR:
+        described = "several branches" if branches(out) else out.describe()
+        raise ValueError(f"the network's output must be one vector per input (end it with Flatten(), "
+                         f"GlobalAvgPool() or GlobalSumPool(), and a Dense readout), got {described}")
+    if shape.kind == VECTOR and net.entrywise:
+        return entrywise_kernel(side1.x, None if side2 is None else side2.x, net._units(), want_nngp, want_ntk,
+                                block_size, max_memory)
+    return pairs_kernel(net, side1, side2, shape, want_nngp, want_ntk, block_size, max_memory)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fast path: entrywise layers on vectors
+# ---------------------------------------------------------------------------------------------------------------
+
+def entrywise_kernel(x1, x2, units, want_nngp, want_ntk, block_size, max_memory) -> Kernels:
+    """Kernels of a chain of entrywise units on vectors ``x1 (n1, d)``, ``x2 (n2, d)`` or None (``x1``, symmetric).
+
+    The first unit's affine map on ``K⁰ = x·x′/d`` is one matrix product per panel of rows; the rest of the chain
+    runs on tiles of ``rows × 512`` entries (cache-sized on the CPU; the whole panel on CUDA). In a symmetric call
+    only the tiles on and right of the diagonal are computed, the angle is exactly 0 on the diagonal and the
+    output is mirrored, hence exactly symmetric.
+    """
+    symmetric = x2 is None
+    xb = x1 if symmetric else x2
+    n1, n2 = x1.shape[0], xb.shape[0]
+    d = x1.shape[1]
+    workers = _workers(x1)
+    tile_cols = _TILE_COLS if x1.device.type == "cpu" else max(n2, 1)
+    if block_size is None:  # a panel of rows and its tile buffers, per worker, within max_memory
+        per_row = (max(n2, 1) + (_N_BUFFERS - 1) * min(tile_cols, max(n2, 1))) * x1.element_size() * workers
+        block_size = max(1, min(_TILE_ROWS if x1.device.type == "cpu" else n1, max_memory // per_row))
+    block = block_size
+
+    first, rest = (units[0].affine, units[1:]) if units[0].activation is None else (None, units)
+    wv0, bv0 = (first.wv, first.bv) if first is not None else (1.0, 0.0)
+    init_theta = first is not None and first.trains and want_ntk
+
+    def diagonal_variances(x):
+        return _entrywise.marginal_variances((x * x).sum(dim=1).div_(d), units)[0]
+
+    q1 = diagonal_variances(x1)
+    q2 = q1 if symmetric else diagonal_variances(xb)
+    outputs = [x1.new_empty(n1, n2) if want else None for want in (want_nngp, want_ntk)]
+    starts = list(range(0, n1, block))
+    workers = max(1, min(workers, len(starts)))
+
+    def work(worker: int) -> None:  # panels worker, worker + workers, ...: balanced when widths shrink
+        gram = x1.new_empty(min(block, n1) * n2)
+        tiles = [x1.new_empty(min(block, n1) * min(max(tile_cols, block), n2))
+                 for _ in range(_N_BUFFERS - 1 if rest else 0)]
+        for i in starts[worker::workers]:
+            rows = slice(i, min(i + block, n1))
+            begin = i if symmetric else 0  # a symmetric call needs the entries right of the diagonal only
+            xr = x1[rows]
+            panel = gram[: (rows.stop - rows.start) * (n2 - begin)].view(rows.stop - rows.start, n2 - begin)
+            # K¹ = σw² x·x′/d + σb² for the whole panel: one matrix product
+            torch.addmm(torch.full((), bv0, dtype=x1.dtype, device=x1.device), xr, xb[begin:].T,
+                        beta=1.0 if bv0 else 0.0, alpha=wv0 / d, out=panel)
+            edges = ([i] if symmetric else []) + list(range(rows.stop if symmetric else 0, n2, tile_cols)) + [n2]
+            for j, stop in zip(edges[:-1], edges[1:]):
+                cols = slice(j, stop)
+                k = panel[:, j - begin: stop - begin]
+                buffers = [t[: k.numel()].view(k.shape) for t in tiles]
+                on_diagonal = symmetric and j == i
+                va = iter([v.map(lambda t: t[rows, None]) for v in q1])
+                vb = iter([v.map(lambda t: t[None, cols]) for v in q2])
+                results = _entrywise.run(k, k if init_theta else None, rest, lambda _: (next(va), next(vb)),
+                                         diag=_tile_diagonal if on_diagonal else None, want_ntk=want_ntk,
+                                         buffers=buffers)
+                if want_ntk and results[1] is None:
+                    results = (results[0], torch.zeros_like(results[0]))
+                for out, res in zip(outputs, results):
+                    if out is None:
+                        continue
+                    if on_diagonal:  # mirror the upper triangle, so that the output is exactly symmetric
+                        out[rows, cols] = res.triu() + res.triu(1).T
+                    else:
+                        out[rows, cols] = res
+                        if symmetric:
+                            out[cols, rows] = res.T
+
+    run_workers(work, workers)
+    return Kernels(*outputs)
+
+
+def _tile_diagonal(t: torch.Tensor) -> torch.Tensor:
+    return t.diagonal()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tiles of pairs: images, graphs, and networks that are not chains of entrywise layers
+# ---------------------------------------------------------------------------------------------------------------
+
+def _pair_elements(layout: Layout, side1: Examples, side2: Examples) -> int:
+    """Numbers per pair of examples in the kernel's widest state."""
+    if layout.kind == IMAGE:
+        h, w = side1.x.shape[2:]
+        return (h * w) ** 2 if layout.full else h * w
+    if layout.kind == GRAPH:
+        return side1.x.shape[1] * side2.x.shape[1]
+    return 1
+
+
+def input_covariance(xa: torch.Tensor, xb: torch.Tensor | None, layout: Layout) -> torch.Tensor:
+    """The NNGP of the inputs, the channel mean ``Σ_c x_c x′_c / C``: for pairs (``xb`` given), ``(a, b, *S)``;
+    for the pairs ``(x, x)`` of ``xa`` (``xb`` None), ``(a, *S)``."""
+    if layout.kind == VECTOR:
+        c = xa.shape[1]
+        return (xa * xa).sum(1).div_(c) if xb is None else (xa @ xb.T).div_(c)
+    if layout.kind == GRAPH:
+        c = xa.shape[2]
+        if xb is None:
+            return (xa @ xa.transpose(1, 2)).div_(c)
+        return torch.einsum("anc,bmc->abnm", xa, xb).div_(c)
+    a, c, h, w = xa.shape
+    if not layout.full:
+        return (xa * xa).sum(1).div_(c) if xb is None else torch.einsum("achw,bchw->abhw", xa, xb).div_(c)
+    fa = xa.reshape(a, c, h * w)
+    if xb is None:
+        return (fa.transpose(1, 2) @ fa).div_(c).view(a, h, w, h, w)
+    b = xb.shape[0]
+    fb = xb.reshape(b, c, h * w)
+    gram = fa.transpose(1, 2).reshape(a * h * w, c) @ fb.permute(1, 0, 2).reshape(c, b * h * w)
+    return gram.view(a, h * w, b, h * w).permute(0, 2, 1, 3).reshape(a, b, h, w, h, w).div_(c)
+
+
+class _Marginal:
+    """The pass over the pairs ``(x, x)`` of one side: the variances at every activation (the tape), and the
+    kernel of ``(x, x)`` itself (the exact diagonal of a symmetric call)."""
+
+    def __init__(self, net, side: Examples, layout: Layout, want_ntk: bool, chunk: int):
+        nngp, ntk, tapes = [], [], []
+        for start in range(0, side.n, chunk):
+            rows = slice(start, min(start + chunk, side.n))
+            data = side.lined_up(rows, layout, None)
+            recorder = Recorder()
+            p = Pairs(input_covariance(side.x[rows], None, layout), None, layout, data[0], data[1], recorder,
+                      want_ntk, marginal=True)
+            p = net._transform(p, False)
+            nngp.append(p.nngp)
+            ntk.append(p.ntk if p.ntk is not None else torch.zeros_like(p.nngp))
+            tapes.append(recorder.tape)
+        self.nngp, self.ntk = torch.cat(nngp), torch.cat(ntk)
+        self.tape = [type(parts[0])(*(torch.cat(t) for t in zip(*parts))) for parts in zip(*tapes)]
+
+
+def pairs_kernel(net, side1: Examples, side2: Examples | None, shape: Shape, want_nngp, want_ntk, block_size,
+                 max_memory) -> Kernels:
+    """Kernels on tiles of example pairs, ``b1 × b2`` pairs per tile within ``max_memory`` per worker thread."""
+    symmetric = side2 is None
+    other = side1 if symmetric else side2
+    layout = Layout(shape.kind, full=shape.kind == IMAGE and net.image_pairs)
+    x = side1.x
+    workers = _workers(x)
+    per_pair = _pair_elements(layout, side1, other) * x.element_size() * _PAIR_BUFFERS
+    budget = max(1, max_memory // workers)
+    chunk = max(1, budget // per_pair)
+    marginal1 = _Marginal(net, side1, layout, want_ntk, chunk)
+    marginal2 = marginal1 if symmetric else _Marginal(net, other, layout, want_ntk, chunk)
+    n1, n2 = side1.n, other.n
+    block = block_size or max(1, math.isqrt(chunk))
+    b1, b2 = min(block, n1), min(block, n2)
+    tiles = [(slice(i, min(i + b1, n1)), slice(j, min(j + b2, n2)))
+             for i in range(0, n1, b1) for j in range(0, n2, b2) if not symmetric or j + b2 > i]
+    outputs = [x.new_empty(n1, n2) if want else None for want in (want_nngp, want_ntk)]
+    workers = max(1, min(workers, len(tiles)))
+
+    def work(worker: int) -> None:
+        for rows, cols in tiles[worker::workers]:
+            s1 = side1.lined_up(rows, layout, 1)[0]
+            s2 = other.lined_up(cols, layout, 2)[1]
+            p = Pairs(input_covariance(side1.x[rows], other.x[cols], layout), None, layout, s1, s2,
+                      Replay(marginal1.tape, marginal2.tape, rows, cols), want_ntk, marginal=False)
+            p = net._transform(p, False)
+            results = (p.nngp, p.ntk if p.ntk is not None else torch.zeros_like(p.nngp))
+            for out, res in zip(outputs, results):
+                if out is None:
+                    continue
+                if symmetric and rows == cols:  # mirror the upper triangle: the output is exactly symmetric
+                    out[rows, cols] = res.triu() + res.triu(1).T
+                    continue
+                out[rows, cols] = res
+                if symmetric:
+                    out[cols, rows] = res.T
+
+    run_workers(work, workers)
+    if symmetric:  # the exact diagonal, from the pairs (x, x)
+        for out, res in zip(outputs, (marginal1.nngp, marginal1.ntk)):
+            if out is not None:
+                out.diagonal().copy_(res)
+    return Kernels(*outputs)
+

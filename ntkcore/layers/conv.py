@@ -1,0 +1,181 @@
+"""Two-dimensional convolution: the layer, its kernel transform (a patch sum along the diagonal of pairs of
+positions) and its finite module (book appendix "Closed-form kernels and conventions", section "Convolutions")."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._checks import check_choice, check_int, check_real
+from ._base import Layer, _require
+from ._state import IMAGE, Shape
+from .dense import init_parameters, scales
+
+PADDINGS = ("same", "valid", "circular")
+
+
+def pair(value, name: str, low: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints, each ≥ ``low``, as a pair."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        return check_int(value[0], f"{name}[0]", low=low), check_int(value[1], f"{name}[1]", low=low)
+    v = check_int(value, name, low=low)
+    return v, v
+
+
+def out_size(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int, int]:
+    """``(output size, padding before, padding after)`` along one axis (TensorFlow's SAME rule: the output has
+    ``⌈size/stride⌉`` positions and the extra padding goes after; VALID: no padding)."""
+    if padding == "valid":
+        return (size - kernel) // stride + 1, 0, 0
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def pad_axis(t: torch.Tensor, axis: int, before: int, after: int, circular: bool) -> torch.Tensor:
+    """Zero or circular padding of one axis."""
+    if not before and not after:
+        return t
+    if circular:
+        parts = [t.narrow(axis, t.shape[axis] - before, before)] if before else []
+        parts.append(t)
+        if after:
+            parts.append(t.narrow(axis, 0, after))
+        return torch.cat(parts, dim=axis)
+    shape = list(t.shape)
+    shape[axis] += before + after
+    out = t.new_zeros(shape)
+    out.narrow(axis, before, t.shape[axis]).copy_(t)
+    return out
+
+
+def shifted_sum(t: torch.Tensor, axes: tuple[int, ...], window: int, stride: int, out: int) -> torch.Tensor:
+    """``Σ_{a < window} t[..., a + stride·i, ...]`` with the same shift ``a`` on every axis in ``axes``, for
+    ``i < out``: a box filter along one axis, or along the diagonal of a pair of axes. ``window`` passes over
+    memory, each a strided slice; the result is contiguous."""
+    span = (out - 1) * stride + 1
+
+    def shifted(a):
+        index = [slice(None)] * t.dim()
+        for axis in axes:
+            index[axis] = slice(a, a + span, stride)
+        return t[tuple(index)]
+
+    total = shifted(0).clone(memory_format=torch.contiguous_format)
+    for a in range(1, window):
+        total.add_(shifted(a))
+    return total
+
+
+class ScaledConv2d(nn.Conv2d):
+    """``y = weight_scale · (W ⋆ pad(x)) + bias_scale · b``: a 2-D convolution with fixed multipliers, in the NTK
+    parameterization ``weight_scale = σw/√(C k_h k_w)``, ``bias_scale = σb``. ``padding`` is ``"same"``
+    (TensorFlow's rule, extra padding after), ``"valid"`` or ``"circular"``. Input ``(n, C, H, W)``."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, *, stride, padding, bias, weight_scale,
+                 bias_scale, device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, bias=bias,
+                         device=device, dtype=dtype)
+        self.padding_mode_name = padding
+        self.weight_scale, self.bias_scale = weight_scale, bias_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode_name != "valid":
+            pads = []
+            for axis in (1, 0):  # F.pad lists the last axis first
+                size = x.shape[2 + axis]
+                _, before, after = out_size(size, self.kernel_size[axis], self.stride[axis], "same")
+                pads += [before, after]
+            x = F.pad(x, pads, mode="circular" if self.padding_mode_name == "circular" else "constant")
+        y = F.conv2d(x, self.weight, None, self.stride)
+        if self.weight_scale != 1.0:
+            y = y * self.weight_scale
+        if self.bias is not None:
+            y = y + (self.bias * self.bias_scale)[:, None, None]
+        return y
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, padding={self.padding_mode_name!r}, weight_scale={self.weight_scale:.6g}, "
+                f"bias_scale={self.bias_scale:.6g}")
+
+
+class Conv(Layer):
+    """A 2-D convolution on images ``(n, C, H, W)``, ``h′ = σw/√(C k_h k_w) · W ⋆ h + σb b`` with ``W, b ~ N(0, 1)``.
+
+    Kernel (Arora et al. 2019, Eq. 7, in the NTK parameterization of neural-tangents' ``stax.Conv``): for a pair of
+    positions ``(p, p′)``, ``K′[p, p′] = σw² · mean_{δ ∈ patch} K[p + δ, p′ + δ] + σb²`` and
+    ``Θ′[p, p′] = σw² · mean_δ Θ[p + δ, p′ + δ] + K′[p, p′]`` (zero outside the image with ``"same"`` padding,
+    wrapped around with ``"circular"``; the mean always divides by the patch size). The patch sum runs along the
+    diagonal of the pair of positions, as a box filter: ``k_h + k_w`` strided passes over the covariance.
+
+    Parameters
+    ----------
+    out_channels : channels of the finite layer (the kernel does not depend on it).
+    kernel_size, stride : an int or a pair ``(h, w)``, each ≥ 1.
+    padding : ``"same"`` (output ``⌈H/stride⌉``, TensorFlow's rule), ``"valid"`` (no padding) or ``"circular"``.
+    weight_var, bias_var, trainable : as in :class:`~ntkcore.layers.Dense`.
+    """
+
+    def __init__(self, out_channels: int, kernel_size, *, stride=1, padding: str = "same", weight_var: float = 1.0,
+                 bias_var: float = 0.0, trainable: bool = True):
+        self.out_channels = check_int(out_channels, "out_channels", low=1)
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        self.padding = check_choice(padding, "padding", PADDINGS)
+        self.weight_var = check_real(weight_var, "weight_var", low=0.0)
+        self.bias_var = check_real(bias_var, "bias_var", low=0.0)
+        if not isinstance(trainable, bool):
+            raise ValueError(f"trainable must be True or False, got {trainable!r}")
+        self.trainable = trainable
+
+    def _geometry(self, spatial):
+        return [out_size(size, k, s, "valid" if self.padding == "valid" else "same")
+                for size, k, s in zip(spatial, self.kernel_size, self.stride)]
+
+    def _out_shape(self, shape: Shape) -> Shape:
+        _require(shape.kind == IMAGE, self, shape, "images (n, C, H, W)")
+        if self.padding == "valid" and any(s < k for s, k in zip(shape.spatial, self.kernel_size)):
+            raise ValueError(f"{self!r} with padding='valid' needs images of at least {self.kernel_size} "
+                             f"positions, got (H, W) = {shape.spatial}")
+        spatial = tuple(out for out, _, _ in self._geometry(shape.spatial))
+        return Shape(IMAGE, self.out_channels, spatial, gaussian=True, fresh=True)
+
+    def _patch_sum(self, t: torch.Tensor, full: bool) -> torch.Tensor:
+        """Σ over the patch of ``t``, whose last dims are ``(H, W)`` (diagonal) or ``(H, W, H, W)`` (full)."""
+        spatial = t.shape[-2:]
+        circular = self.padding == "circular"
+        for axis, (out, before, after) in enumerate(self._geometry(spatial)):
+            axes = (t.dim() - 4 + axis, t.dim() - 2 + axis) if full else (t.dim() - 2 + axis,)
+            for a in axes:
+                t = pad_axis(t, a, before, after, circular)
+            t = shifted_sum(t, axes, self.kernel_size[axis], self.stride[axis], out)
+        return t
+
+    def _transform(self, p, full_after):
+        full = p.layout.full
+        scale = self.weight_var / (self.kernel_size[0] * self.kernel_size[1])
+        nngp = self._patch_sum(p.nngp, full).mul_(scale)
+        if self.bias_var:
+            nngp.add_(self.bias_var)
+        ntk = None
+        if p.want_ntk:
+            ntk = None if p.ntk is None else self._patch_sum(p.ntk, full).mul_(scale)
+            if self.trainable:
+                ntk = nngp.clone() if ntk is None else ntk.add_(nngp)
+        return p.replace(nngp=nngp, ntk=ntk)
+
+    def _module(self, shape, gen, device, dtype, parameterization):
+        fan_in = shape.channels * self.kernel_size[0] * self.kernel_size[1]
+        w_std, b_std, w_scale, b_scale = scales(self.weight_var, self.bias_var, fan_in, parameterization)
+        conv = torch.nn.utils.skip_init(ScaledConv2d, shape.channels, self.out_channels, self.kernel_size,
+                                        stride=self.stride, padding=self.padding, bias=self.bias_var > 0,
+                                        weight_scale=w_scale, bias_scale=b_scale, device=device, dtype=dtype)
+        return init_parameters(conv, w_std=w_std, b_std=b_std, gen=gen, trainable=self.trainable)
+
+    def __repr__(self):
+        extra = "" if self.trainable else ", trainable=False"
+        return (f"Conv({self.out_channels}, {self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
+                f"weight_var={self.weight_var:g}, bias_var={self.bias_var:g}{extra})")
+
