@@ -50,7 +50,7 @@ def _trainable(model) -> dict[str, torch.Tensor]:
     return params
 
 
-def _inputs(x, name: str, ref: torch.Tensor) -> torch.Tensor:
+def _tensor(x, name: str, ref: torch.Tensor) -> torch.Tensor:
     """``x`` as a checked tensor on the model's device and in its dtype, batch axis first (ndim ≥ 2)."""
     if isinstance(x, torch.Tensor) and x.device != ref.device:
         raise ValueError(f"{name} is on {x.device} but the model's parameters are on {ref.device}; "
@@ -61,15 +61,34 @@ def _inputs(x, name: str, ref: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _pair(x1, x2, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _inputs(x, name: str, ref: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The model's positional inputs as a tuple of checked tensors with one batch axis: ``x`` itself, or the
+    tensors of a tuple ``x`` (e.g. node features and adjacency of a graph network)."""
+    if not isinstance(x, tuple):
+        return (_tensor(x, name, ref),)
+    if not x:
+        raise ValueError(f"{name} must be a tensor or a non-empty tuple of tensors (the model's inputs)")
+    args = tuple(_tensor(t, f"{name}[{i}]", ref) for i, t in enumerate(x))
+    if any(a.shape[0] != args[0].shape[0] for a in args):
+        raise ValueError(f"the tensors of {name} must share their batch axis, got shapes "
+                         f"{[tuple(a.shape) for a in args]}")
+    return args
+
+
+def _pair(x1, x2, ref: torch.Tensor):
     x1 = _inputs(x1, "x1", ref)
     if x2 is None:
         return x1, None
     x2 = _inputs(x2, "x2", ref)
-    if x2.shape[1:] != x1.shape[1:]:
-        raise ValueError(f"x2 must have the same per-example shape as x1, {tuple(x1.shape[1:])}, "
-                         f"got {tuple(x2.shape[1:])}")
+    if len(x2) != len(x1) or (len(x1) == 1 and x2[0].shape[1:] != x1[0].shape[1:]):
+        raise ValueError(f"x2 must have the same per-example shape as x1, {tuple(x1[0].shape[1:])}, "
+                         f"got {tuple(x2[0].shape[1:])}" if len(x1) == 1 else
+                         f"x2 must hold {len(x1)} tensors like x1, got {len(x2)}")
     return x1, x2
+
+
+def _take(args: tuple, rows: slice) -> tuple:
+    return tuple(a[rows] for a in args)
 
 
 def _is_elementwise(m: nn.Module) -> bool:
@@ -116,8 +135,9 @@ def layerwise_layers(model: nn.Module) -> list[nn.Module] | None:
     return mods
 
 
-def _output_size(model, x: torch.Tensor, mods) -> int:
-    """Number of outputs per example; fails with a ValueError when ``x`` does not fit the model."""
+def _output_size(model, args: tuple, mods) -> int:
+    """Number of outputs per example; fails with a ValueError when the inputs do not fit the model."""
+    x = args[0]
     if mods is not None:
         first = next(m for m in mods if isinstance(m, nn.Linear))
         if x.ndim != 2 or x.shape[1] != first.in_features:
@@ -126,7 +146,7 @@ def _output_size(model, x: torch.Tensor, mods) -> int:
         return next(m for m in reversed(mods) if isinstance(m, nn.Linear)).out_features
     try:
         with torch.no_grad():
-            out = model(x[:1])
+            out = model(*_take(args, slice(0, 1)))
     except RuntimeError as err:
         raise ValueError(f"x1 of shape {tuple(x.shape)} does not fit the model: {err}") from None
     return out[0].numel()
@@ -136,12 +156,12 @@ def _output_size(model, x: torch.Tensor, mods) -> int:
 # Each method is a pair (prepare, contract): prepare(x_block) -> per-block data; contract(d1, d2) -> (b1, b2, O, O).
 
 def _jacobian_method(model, params):
-    def f_single(p, x):
-        return functional_call(model, p, (x.unsqueeze(0),)).reshape(-1)
+    def f_single(p, *xs):
+        return functional_call(model, p, tuple(x.unsqueeze(0) for x in xs)).reshape(-1)
 
-    def prepare(x):
-        jac = vmap(jacrev(f_single), in_dims=(None, 0))(params, x)  # name -> (b, O, *shape)
-        return [j.reshape(j.shape[0] * j.shape[1], -1) for j in jac.values()], x.shape[0]
+    def prepare(args):
+        jac = vmap(jacrev(f_single), in_dims=(None,) + (0,) * len(args))(params, *args)  # name -> (b, O, *shape)
+        return [j.reshape(j.shape[0] * j.shape[1], -1) for j in jac.values()], args[0].shape[0]
 
     def contract(d1, d2):
         (j1, n1), (j2, n2) = d1, d2
@@ -152,8 +172,8 @@ def _jacobian_method(model, params):
 
 
 def _vjp_jvp_method(model, params):
-    def f_batch(p, x):
-        return functional_call(model, p, (x,)).reshape(x.shape[0], -1)
+    def f_batch(p, args):
+        return functional_call(model, p, args).reshape(args[0].shape[0], -1)
 
     def contract(x1, x2):
         out2, pullback = vjp(lambda p: f_batch(p, x2), params)
@@ -161,7 +181,7 @@ def _vjp_jvp_method(model, params):
         basis = torch.eye(n2 * n_out, dtype=out2.dtype, device=out2.device).reshape(n2 * n_out, n2, n_out)
         cotangents = vmap(pullback)(basis)[0]  # name -> (n2·O, *shape): J₂ᵀ e_(j,b)
         prods = vmap(lambda t: jvp(lambda p: f_batch(p, x1), (params,), (t,))[1])(cotangents)  # (n2·O, n1, O)
-        return prods.reshape(n2, n_out, x1.shape[0], n_out).permute(2, 0, 3, 1)
+        return prods.reshape(n2, n_out, x1[0].shape[0], n_out).permute(2, 0, 3, 1)
 
     return (lambda x: x), contract
 
@@ -171,9 +191,9 @@ def _layer_scales(m: nn.Linear) -> tuple[float, float]:
 
 
 def _layerwise_method(mods):
-    def prepare(x):
+    def prepare(args):
         """Per dense layer: (input a (b, fan_in), sensitivity δ (b, O, fan_out), layer)."""
-        records, h = [], x
+        records, h = [], args[0]
         for m in mods:
             if isinstance(m, nn.Linear):
                 records.append((h, m))
@@ -237,8 +257,9 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", trace_outputs: b
     ----------
     model : any ``torch.nn.Module`` mapping a batch ``(n, ...)`` to ``(n, O)`` (or ``(n, ...)``, flattened to O).
     x1 : inputs ``(n1, ...)``; numpy arrays and tensors are cast to the model's dtype (tensors must already be on
-        the model's device).
-    x2 : inputs ``(n2, ...)``; ``None`` means ``x2 = x1`` (then only the upper block triangle is computed).
+        the model's device). A model with several inputs takes a tuple of them, each with the batch axis first
+        (a graph network of :mod:`ntkcore.layers`: ``(x, adjacency)`` or ``(x, adjacency, mask)``).
+    x2 : inputs ``(n2, ...)`` like x1; ``None`` means ``x2 = x1`` (then only the upper block triangle is computed).
     method : "auto" (``"layerwise"`` when :func:`layerwise_layers` accepts the model, else ``"jacobian"``),
         "layerwise", "jacobian" or "vjp-jvp"; all are exact and agree to rounding.
     trace_outputs : if True, return the *mean* over outputs of the diagonal blocks, ``(1/O) Σ_a Θ_aa`` (the
@@ -257,7 +278,7 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", trace_outputs: b
     check_choice(method, "method", METHODS)
     if batch_size is not None:
         batch_size = check_int(batch_size, "batch_size", low=1)
-    mods = layerwise_layers(model)
+    mods = layerwise_layers(model) if len(x1) == 1 else None
     if method == "layerwise" and mods is None:
         raise ValueError("method='layerwise' needs an nn.Sequential of nn.Linear layers and parameter-free "
                          "elementwise activations; use method='jacobian' or 'vjp-jvp' for this model")
@@ -273,15 +294,15 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", trace_outputs: b
 
     symmetric = x2 is None
     x2 = x1 if symmetric else x2
-    rows, cols = _blocks(x1.shape[0], batch_size), _blocks(x2.shape[0], batch_size)
-    out = x1.new_empty(x1.shape[0], x2.shape[0], n_out, n_out)
+    rows, cols = _blocks(x1[0].shape[0], batch_size), _blocks(x2[0].shape[0], batch_size)
+    out = x1[0].new_empty(x1[0].shape[0], x2[0].shape[0], n_out, n_out)
     with torch.no_grad():
         for i, s1 in enumerate(rows):
-            d1 = prepare(x1[s1])
+            d1 = prepare(_take(x1, s1))
             for j, s2 in enumerate(cols):
                 if symmetric and j < i:
                     continue
-                d2 = d1 if symmetric and j == i else prepare(x2[s2])
+                d2 = d1 if symmetric and j == i else prepare(_take(x2, s2))
                 block = contract(d1, d2)
                 out[s1, s2] = block
                 if symmetric and j > i:
@@ -329,10 +350,10 @@ def nngp(model: nn.Module, x1, x2=None, *, features=None, normalize: bool = True
     x1, x2 = _pair(x1, x2, ref)
     with torch.no_grad():
         try:
-            phi1 = features(x1)
-            phi2 = phi1 if x2 is None else features(x2)
+            phi1 = features(*x1)
+            phi2 = phi1 if x2 is None else features(*x2)
         except RuntimeError as err:
-            raise ValueError(f"x1 of shape {tuple(x1.shape)} does not fit the model's features: {err}") from None
+            raise ValueError(f"x1 of shape {tuple(x1[0].shape)} does not fit the model's features: {err}") from None
         phi1, phi2 = phi1.reshape(phi1.shape[0], -1), phi2.reshape(phi2.shape[0], -1)
         gram = phi1 @ phi2.T
     if not normalize:

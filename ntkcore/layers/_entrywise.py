@@ -136,8 +136,8 @@ def run(k: torch.Tensor, theta: torch.Tensor | None, units: list[Unit], variance
                     torch.addcmul(k_new, d, theta, value=a.wv * scale, out=theta)
                 else:
                     theta.mul_(a.wv * scale * d).add_(k_new)
-            elif want_ntk:
-                theta = k_new
+            elif want_ntk:  # the first trained layer: a tensor of its own (k_new may be one of the buffers)
+                theta = k_new.clone()
             k = k_new
             continue
         e, d, scale = act.step(k, v1, v2, diag, 1.0, 0.0, free)

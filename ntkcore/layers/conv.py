@@ -69,6 +69,23 @@ def shifted_sum(t: torch.Tensor, axes: tuple[int, ...], window: int, stride: int
     return total
 
 
+def same_sum(t: torch.Tensor, axes: tuple[int, ...], window: int, before: int, scale: float = 1.0) -> torch.Tensor:
+    """``scale · Σ_{a < window} t[..., i + a − before, ...]`` (zero outside) with the same shift on every axis in
+    ``axes``, for every position ``i``: the stride-1 "same" box filter without a padded copy, one slice addition
+    per shift."""
+    total = t.mul(scale) if scale != 1.0 else t.clone(memory_format=torch.contiguous_format)
+    size = t.shape[axes[0]]
+    for shift in range(-before, window - before):
+        if shift == 0 or abs(shift) >= size:
+            continue
+        dst, src = [slice(None)] * t.dim(), [slice(None)] * t.dim()
+        for axis in axes:
+            dst[axis] = slice(max(0, -shift), size - max(0, shift))
+            src[axis] = slice(max(0, shift), size - max(0, -shift))
+        total[tuple(dst)].add_(t[tuple(src)], alpha=scale)
+    return total
+
+
 class ScaledConv2d(nn.Conv2d):
     """``y = weight_scale · (W ⋆ pad(x)) + bias_scale · b``: a 2-D convolution with fixed multipliers, in the NTK
     parameterization ``weight_scale = σw/√(C k_h k_w)``, ``bias_scale = σb``. ``padding`` is ``"same"``
@@ -142,26 +159,37 @@ class Conv(Layer):
         spatial = tuple(out for out, _, _ in self._geometry(shape.spatial))
         return Shape(IMAGE, self.out_channels, spatial, gaussian=True, fresh=True)
 
-    def _patch_sum(self, t: torch.Tensor, full: bool) -> torch.Tensor:
-        """Σ over the patch of ``t``, whose last dims are ``(H, W)`` (diagonal) or ``(H, W, H, W)`` (full)."""
+    def _patch_mean(self, t: torch.Tensor, full: bool, scale: float) -> torch.Tensor:
+        """``scale`` times the mean over the patch of ``t``, whose last dims are ``(H, W)`` (diagonal) or
+        ``(H, W, H, W)`` (full)."""
         spatial = t.shape[-2:]
         circular = self.padding == "circular"
+        scale = scale / (self.kernel_size[0] * self.kernel_size[1])
         for axis, (out, before, after) in enumerate(self._geometry(spatial)):
             axes = (t.dim() - 4 + axis, t.dim() - 2 + axis) if full else (t.dim() - 2 + axis,)
+            if self.padding == "same":  # zero padding: slice additions, then every stride-th position
+                t = same_sum(t, axes, self.kernel_size[axis], before, scale if axis == 0 else 1.0)
+                if self.stride[axis] > 1:
+                    index = [slice(None)] * t.dim()
+                    for a in axes:
+                        index[a] = slice(0, None, self.stride[axis])
+                    t = t[tuple(index)].contiguous()
+                continue
             for a in axes:
                 t = pad_axis(t, a, before, after, circular)
             t = shifted_sum(t, axes, self.kernel_size[axis], self.stride[axis], out)
+            if axis == 0:
+                t.mul_(scale)
         return t
 
     def _transform(self, p, full_after):
         full = p.layout.full
-        scale = self.weight_var / (self.kernel_size[0] * self.kernel_size[1])
-        nngp = self._patch_sum(p.nngp, full).mul_(scale)
+        nngp = self._patch_mean(p.nngp, full, self.weight_var)
         if self.bias_var:
             nngp.add_(self.bias_var)
         ntk = None
         if p.want_ntk:
-            ntk = None if p.ntk is None else self._patch_sum(p.ntk, full).mul_(scale)
+            ntk = None if p.ntk is None else self._patch_mean(p.ntk, full, self.weight_var)
             if self.trainable:
                 ntk = nngp.clone() if ntk is None else ntk.add_(nngp)
         return p.replace(nngp=nngp, ntk=ntk)
