@@ -21,25 +21,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_real
+from ._checks import as_tensor, check_real, labels, square, times as check_times
 from .predict import _cholesky
 
 __all__ = ["interpolant_norm", "rademacher_bound", "generalization_bound", "kernel_deviation_bound"]
 
 
 def _gram(h, name: str = "h") -> torch.Tensor:
-    h = as_tensor(h, name, ndim=2)
-    if h.shape[0] != h.shape[1] or h.shape[0] == 0:
-        raise ValueError(f"{name} must be a square (n, n) kernel matrix with n >= 1, got shape {tuple(h.shape)}")
-    return h
+    return square(h, name, nonempty=True)
 
 
 def _labels(y, h: torch.Tensor, name: str = "y") -> torch.Tensor:
-    y = as_tensor(y, name, ndim=1, device=h.device, dtype=h.dtype)
-    if y.shape[0] != h.shape[0]:
-        raise ValueError(f"{name} must have one entry per row of the kernel matrix ({h.shape[0]}), "
-                         f"got shape {tuple(y.shape)}")
-    return y
+    return labels(y, h.shape[0], like=h, name=name, of="row of the kernel matrix")
 
 
 def interpolant_norm(h, y) -> float:
@@ -110,9 +103,7 @@ def kernel_deviation_bound(h_star, times, kernels, residuals, u0=None) -> np.nda
     """
     h_star = _gram(h_star, "h_star")
     n = h_star.shape[0]
-    t = as_tensor(times, "times", ndim=1, device=h_star.device, dtype=h_star.dtype)
-    if t.shape[0] == 0 or float(t[0]) != 0.0 or bool((t[1:] <= t[:-1]).any()):
-        raise ValueError("times must be a non-empty increasing array starting at 0")
+    t = check_times(times, "times", like=h_star, increasing=True, from_zero=True)
     r = t.shape[0]
     k = as_tensor(kernels, "kernels", ndim=3, device=h_star.device, dtype=h_star.dtype)
     if k.shape != (r, n, n):

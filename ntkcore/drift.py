@@ -28,35 +28,17 @@ import math
 import torch
 
 from . import activations, ndk
-from ._checks import as_tensor, check_int, check_real
+from ._checks import as_tensor, check_int, labels as check_labels, times
 
 ACTIVATIONS = ndk.ACTIVATIONS
 
 
 def _check(L, activation, sigma_sq, T=None):
-    check_int(L, "L", low=1)
-    activations.get(activation, closed_form=True)
-    check_real(sigma_sq, "sigma_sq", low=0.0, low_open=True)
-    if T is not None:
-        check_real(T, "T", low=0.0)
+    ndk.check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, **({} if T is None else {"T": T}))
 
 
-def _rows(x, name, device, like=None):
-    dev = like.device if like is not None else (device if device is not None else
-                                                (x.device if isinstance(x, torch.Tensor) else None))
-    x = as_tensor(x, name, ndim=2, device=dev, dtype=torch.float64)
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty (n, N0) matrix, got shape {tuple(x.shape)}")
-    if like is not None and x.shape[1] != like.shape[1]:
-        raise ValueError(f"{name} must have N0={like.shape[1]} columns like the first inputs, got {x.shape[1]}")
-    return x
-
-
-def _lags(tau, like):
-    tau = as_tensor(tau, "tau", ndim=(0, 1), device=like.device, dtype=like.dtype).reshape(-1)
-    if tau.numel() == 0 or bool((tau < 0).any()):
-        raise ValueError("tau must hold at least one lag, every lag >= 0 (time since the freeze)")
-    return tau
+def _rows(x, name, device):
+    return ndk._inputs(x, None, device, names=(name, name))[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -76,9 +58,8 @@ def drift_kernel(x1, x2=None, tau=0.0, *, L, activation, sigma_sq, T, device=Non
     ``sigma_sq`` the prior variance σ² > 0; ``T ≥ 0`` the temperature.
     """
     _check(L, activation, sigma_sq, T)
-    x1 = _rows(x1, "x1", device)
-    x2 = x1 if x2 is None else _rows(x2, "x2", device, like=x1)
-    tau = _lags(tau, x1)
+    x1, x2 = ndk._inputs(x1, x2, device)
+    tau = times(tau, "tau", like=x1, nonempty=True)
     return ndk.stationary_kernels(x1, x2, tau, L=L, activation=activation, sigma_sq=sigma_sq, T=T).nngp
 
 
@@ -113,8 +94,7 @@ def mean_kernel(x1, x2=None, *, L, activation, sigma_sq, device=None):
     (:func:`mean_activation`). For ReLU it equals ``√(K_GP(x, x) K_GP(x′, x′))/π`` and depends on the inputs only
     through their norms; for erf and identity it is identically 0.
     """
-    x1 = _rows(x1, "x1", device)
-    x2 = x1 if x2 is None else _rows(x2, "x2", device, like=x1)
+    x1, x2 = ndk._inputs(x1, x2, device)
     mu1 = mean_activation(x1, L=L, activation=activation, sigma_sq=sigma_sq)
     mu2 = mu1 if x2 is x1 else mean_activation(x2, L=L, activation=activation, sigma_sq=sigma_sq)
     return mu1[:, None] * mu2[None, :]
@@ -134,9 +114,7 @@ def posterior_coefficients(x_train, y, *, L, activation, sigma_sq, T, device=Non
     """
     _check(L, activation, sigma_sq, T)
     x_train = _rows(x_train, "x_train", device)
-    y = as_tensor(y, "y", ndim=1, device=x_train.device, dtype=torch.float64)
-    if y.shape[0] != x_train.shape[0]:
-        raise ValueError(f"y must have one label per training input ({x_train.shape[0]}), got {y.shape[0]}")
+    y = check_labels(y, x_train.shape[0], like=x_train)
     return ndk.posterior_coefficients(x_train, y, L=L, activation=activation, sigma_sq=sigma_sq, T=T)
 
 
@@ -150,8 +128,7 @@ def drift_predictor(x_train, y, x_test, tau, *, L, activation, sigma_sq, T, devi
     use :func:`drift_limit`. ``x_train (P, N0)``, ``y (P,)``, ``x_test (n_test, N0)``, ``tau`` lags ``≥ 0`` (G).
     """
     alpha = posterior_coefficients(x_train, y, L=L, activation=activation, sigma_sq=sigma_sq, T=T, device=device)
-    x_train = _rows(x_train, "x_train", device)
-    x_test = _rows(x_test, "x_test", device, like=x_train)
+    x_train, x_test = ndk._inputs(x_train, x_test, device, names=("x_train", "x_test"))
     k = drift_kernel(x_test, x_train, tau, L=L, activation=activation, sigma_sq=sigma_sq, T=T)
     return k @ alpha
 
@@ -164,8 +141,7 @@ def drift_limit(x_train, y, x_test, *, L, activation, sigma_sq, T, device=None):
     a multiple of ``‖x‖`` at every depth (ReLU is homogeneous), and 0 for erf and identity.
     """
     alpha = posterior_coefficients(x_train, y, L=L, activation=activation, sigma_sq=sigma_sq, T=T, device=device)
-    x_train = _rows(x_train, "x_train", device)
-    x_test = _rows(x_test, "x_test", device, like=x_train)
+    x_train, x_test = ndk._inputs(x_train, x_test, device, names=("x_train", "x_test"))
     return mean_kernel(x_test, x_train, L=L, activation=activation, sigma_sq=sigma_sq) @ alpha
 
 
@@ -210,7 +186,7 @@ def threshold_accuracy(scores, labels, eval_scores=None, eval_labels=None):
     s = as_tensor(scores, "scores", ndim=(1, 2), dtype=torch.float64)
     one = s.ndim == 1
     s = s.reshape(1, -1) if one else s
-    y = _signs(labels, "labels", s.shape[1], s.device)
+    y = _signs(labels, "labels", s.shape[1], s)
     if (eval_scores is None) != (eval_labels is None):
         raise ValueError("give both eval_scores and eval_labels, or neither")
     if eval_scores is None:
@@ -220,7 +196,7 @@ def threshold_accuracy(scores, labels, eval_scores=None, eval_labels=None):
         e = e.reshape(1, -1) if e.ndim == 1 else e
         if e.shape[0] != s.shape[0]:
             raise ValueError(f"eval_scores must have {s.shape[0]} rows like scores, got {e.shape[0]}")
-        ye = _signs(eval_labels, "eval_labels", e.shape[1], s.device)
+        ye = _signs(eval_labels, "eval_labels", e.shape[1], s)
     n = s.shape[1]
     srt, order = torch.sort(s, dim=1)
     ys = y[order]
@@ -243,10 +219,8 @@ def threshold_accuracy(scores, labels, eval_scores=None, eval_labels=None):
     return acc[0] if one else acc
 
 
-def _signs(labels, name, n, device):
-    y = as_tensor(labels, name, ndim=1, device=device, dtype=torch.float64)
-    if y.shape[0] != n:
-        raise ValueError(f"{name} must have {n} entries (one per score), got {y.shape[0]}")
+def _signs(values, name, n, like):
+    y = check_labels(values, n, like=like, name=name, of="score")
     if not bool(((y == 1) | (y == -1)).all()):
         raise ValueError(f"{name} must be ±1 labels")
     return y

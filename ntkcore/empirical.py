@@ -28,7 +28,7 @@ from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from . import activations
-from ._checks import as_tensor, check_choice, check_int, check_real
+from ._checks import batch, check_choice, check_int, check_real, trainable_parameters
 from .layers import ScaledLinear
 
 METHODS = ("auto", "layerwise", "jacobian", "vjp-jvp")
@@ -42,23 +42,11 @@ _LINEAR_FORWARDS = (nn.Linear.forward, ScaledLinear.forward)
 # --------------------------------------------------------------------------------------------------------- checks
 def _trainable(model) -> dict[str, torch.Tensor]:
     """The trainable parameters by name, detached (the functional transforms differentiate with respect to them)."""
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-    if not params:
-        raise ValueError("model has no trainable parameters (requires_grad=True); its NTK would be zero")
-    return params
+    return {name: p.detach() for name, p in trainable_parameters(model).items()}
 
 
 def _tensor(x, name: str, ref: torch.Tensor) -> torch.Tensor:
-    """``x`` as a checked tensor on the model's device and in its dtype, batch axis first (ndim ≥ 2)."""
-    if isinstance(x, torch.Tensor) and x.device != ref.device:
-        raise ValueError(f"{name} is on {x.device} but the model's parameters are on {ref.device}; "
-                         f"move one of them (e.g. {name}.to({str(ref.device)!r}))")
-    t = as_tensor(x, name, device=ref.device, dtype=ref.dtype)
-    if t.ndim < 2 or t.shape[0] == 0:
-        raise ValueError(f"{name} must be a batch of inputs with shape (n, ...), n ≥ 1, got shape {tuple(t.shape)}")
-    return t
+    return batch(x, name, like=ref, min_ndim=2, same_device=True)
 
 
 def _inputs(x, name: str, ref: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -30,10 +30,10 @@ from __future__ import annotations
 import torch
 
 from . import activations, layers
-from ._checks import as_tensor, check_int, check_real
+from ._checks import as_tensor, check_int, check_real, inputs
 from .activations import gaussian_expectations
 from .layers import Kernels
-from .layers._execute import DEFAULT_MAX_MEMORY, finite_input
+from .layers._execute import DEFAULT_MAX_MEMORY
 
 __all__ = [
     "Kernels", "ACTIVATIONS", "fc", "fc_network", "cntk", "cntk_network", "gntk", "gntk_network",
@@ -48,15 +48,6 @@ elementwise torch callable work too, by quadrature."""
 def _activation(activation, quadrature_degree, max_memory=DEFAULT_MAX_MEMORY):
     degree = check_int(quadrature_degree, "quadrature_degree", low=2)
     return activations.get(activation).with_quadrature(degree, max_memory)
-
-
-def _inputs(x1, x2):
-    x1 = finite_input(x1, "x1", ndim=2)
-    if x2 is not None:
-        x2 = finite_input(x2, "x2", ndim=2, device=x1.device, dtype=x1.dtype)
-        if x2.shape[1] != x1.shape[1]:
-            raise ValueError(f"x2 must have the feature dimension of x1 ({x1.shape[1]}), got shape {tuple(x2.shape)}")
-    return x1, x2
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -111,7 +102,7 @@ def fc(x1, x2=None, *, depth: int, activation="relu", weight_var: float = 2.0, b
     -------
     Kernels(nngp, ntk), each ``(n1, n2)``.
     """
-    x1, x2 = _inputs(x1, x2)
+    x1, x2 = inputs(x1, x2)
     max_memory = check_int(max_memory, "max_memory", low=1)
     act = _activation(activation, quadrature_degree, max_memory)
     net = fc_network(depth, activation=act, weight_var=weight_var, bias_var=bias_var)
@@ -223,7 +214,7 @@ def two_layer_limit(x1, x2=None, *, activation="relu", a_second_moment: float = 
     row block ``k(x, X)`` used for kernel regression (book Chapter 3). Returns ``(n1, n2)``, on x1's
     device and dtype. ``activation``: as in :func:`fc`.
     """
-    x1, x2 = _inputs(x1, x2)
+    x1, x2 = inputs(x1, x2)
     a2 = check_real(a_second_moment, "a_second_moment", low=0.0)
     act = _activation(activation, quadrature_degree)
     net = layers.serial(layers.Dense(1, weight_var=float(x1.shape[1])), layers.Elementwise(act),
@@ -241,7 +232,7 @@ def two_layer_empirical(x1, x2=None, *, w, a, activation="relu") -> torch.Tensor
     x1 ``(n1, d)``, x2 ``(n2, d)`` or None (= x1); w ``(m, d)`` (rows w_r), a ``(m,)``. Returns ``(n1, n2)`` on x1's
     device and dtype. Its expectation over ``w_r ~ N(0, I)`` is :func:`two_layer_limit` with ``E[a²]``.
     """
-    x1, x2 = _inputs(x1, x2)
+    x1, x2 = inputs(x1, x2)
     xb = x1 if x2 is None else x2
     w = as_tensor(w, "w", ndim=2, device=x1.device, dtype=x1.dtype)
     if w.shape[1] != x1.shape[1]:

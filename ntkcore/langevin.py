@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from . import activations
-from ._checks import as_tensor, check_choice, check_int, check_real, generator
+from ._checks import as_tensor, check_choice, check_int, check_real, generator, inputs, labels
 from .device import resolve
 
 ACTIVATIONS = activations.CLOSED_FORM_NAMES
@@ -253,13 +253,9 @@ def simulate(x_train, y, x_test, record_times, *, L, activation, width, sigma0_s
     activations.get(activation, closed_form=True)
     dev, dtp = resolve(device if device is not None else (x_train.device if isinstance(x_train, torch.Tensor)
                                                            else None), dtype)
-    x_train = as_tensor(x_train, "x_train", ndim=2, device=dev, dtype=dtp)
-    x_test = as_tensor(x_test, "x_test", ndim=2, device=dev, dtype=dtp)
-    y = as_tensor(y, "y", ndim=1, device=dev, dtype=dtp)
-    if y.shape[0] != x_train.shape[0]:
-        raise ValueError(f"y must have one label per training input ({x_train.shape[0]}), got {y.shape[0]}")
-    if x_test.shape[1] != x_train.shape[1]:
-        raise ValueError(f"x_test must have N0={x_train.shape[1]} columns, got {x_test.shape[1]}")
+    x_train, x_test = inputs(x_train, x_test, device=dev, dtype=dtp, names=("x_train", "x_test"),
+                             feature="input dimension N0")
+    y = labels(y, x_train.shape[0], like=x_train)
     sigma_sq = check_real(sigma_sq, "sigma_sq", low=0.0, low_open=True)
     T = check_real(T, "T", low=0.0)
     dt = check_real(dt, "dt", low=0.0, low_open=True)

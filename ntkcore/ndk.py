@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 
 from . import _volterra, activations
-from ._checks import as_tensor, check_int, check_real
+from ._checks import as_tensor, check_int, check_real, inputs, labels, times as check_times
 from .layers._entrywise import Affine, Unit, marginal_variances, run
 
 ACTIVATIONS = activations.CLOSED_FORM_NAMES
@@ -75,37 +75,29 @@ class MeanPredictor(NamedTuple):
 # argument checks
 
 
-def _check_hyper(*, L=None, activation=None, sigma0_sq=None, sigma_sq=None, T=None):
-    if L is not None:
-        check_int(L, "L", low=1)
-    if activation is not None:
-        activations.get(activation, closed_form=True)
-    if sigma0_sq is not None:
-        check_real(sigma0_sq, "sigma0_sq", low=0.0, low_open=True)
-    if sigma_sq is not None:
-        check_real(sigma_sq, "sigma_sq", low=0.0, low_open=True)
-    if T is not None:
-        check_real(T, "T", low=0.0)
+_HYPER_CHECKS = {
+    "L": lambda v: check_int(v, "L", low=1),
+    "activation": lambda v: activations.get(v, closed_form=True),
+    "sigma0_sq": lambda v: check_real(v, "sigma0_sq", low=0.0, low_open=True),
+    "sigma_sq": lambda v: check_real(v, "sigma_sq", low=0.0, low_open=True),
+    "T": lambda v: check_real(v, "T", low=0.0),
+}
 
 
-def _inputs(x1, x2, device, dtype=torch.float64):
-    """Checked float64 input matrices on one device; ``x2=None`` means ``x2 = x1``."""
+def check_hyper(**given):
+    """Check every hyper-parameter passed (``L ≥ 1``, a closed-form ``activation``, ``sigma0_sq > 0``,
+    ``sigma_sq > 0``, ``T ≥ 0``); None is not a value. Shared by :mod:`ntkcore.drift`."""
+    for name, value in given.items():
+        _HYPER_CHECKS[name](value)
+
+
+def _inputs(x1, x2, device, names=("x1", "x2")):
+    """Checked non-empty float64 input matrices ``(n, N0)`` on one device (``device``, else ``x1``'s); ``x2=None``
+    means ``x2 = x1``."""
     dev = device if device is not None else (x1.device if isinstance(x1, torch.Tensor) else None)
-    x1 = as_tensor(x1, "x1", ndim=2, device=dev, dtype=dtype)
-    x2 = x1 if x2 is None else as_tensor(x2, "x2", ndim=2, device=x1.device, dtype=dtype)
-    if x2.shape[1] != x1.shape[1]:
-        raise ValueError(f"x1 and x2 must have the same input dimension N0, got {x1.shape[1]} and {x2.shape[1]}")
-    if x1.shape[0] == 0 or x2.shape[0] == 0 or x1.shape[1] == 0:
-        raise ValueError(f"x1 and x2 must be non-empty, got shapes {tuple(x1.shape)} and {tuple(x2.shape)}")
-    return x1, x2
-
-
-def _times(t, name, like):
-    t = as_tensor(t, name, ndim=(0, 1), device=like.device, dtype=like.dtype)
-    t = t.reshape(-1)
-    if bool((t < 0).any()):
-        raise ValueError(f"{name} must be >= 0 (times since the start of training), got min {float(t.min())}")
-    return t
+    x1, x2 = inputs(x1, x2, device=dev, dtype=torch.float64, nonempty=True, names=names,
+                    feature="input dimension N0")
+    return x1, x1 if x2 is None else x2
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -118,7 +110,7 @@ def m(t, t2, *, sigma0_sq, sigma_sq, T):
     formulas.md section 5; NDK paper Eq. 9 (``γ = T/σ²``; ``m(0, 0) = σ0²``, ``m → σ² e^{−γ|t−t′|}`` at long times).
     ``t`` and ``t2`` broadcast against each other (numbers, numpy arrays or tensors); returns a float64 tensor.
     """
-    _check_hyper(sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
+    check_hyper(sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
     t = as_tensor(t, "t", dtype=torch.float64)
     t2 = as_tensor(t2, "t2", device=t.device, dtype=torch.float64)
     return _m(t, t2, sigma0_sq, sigma_sq, T)
@@ -183,11 +175,11 @@ def two_time_kernels(x1, x2=None, t1=0.0, t2=None, *, L, activation, sigma0_sq, 
     variance σ0², ``sigma_sq`` the prior (equilibrium) variance σ², ``T ≥ 0`` the temperature.
     Returns :class:`TwoTimeKernels` of float64 tensors, each ``(G1, G2, n1, n2)``.
     """
-    _check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
+    check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
     symmetric = x2 is None and t2 is None
     x1, x2 = _inputs(x1, x2, device)
-    t1 = _times(t1, "t1", x1)
-    t2 = t1 if t2 is None else _times(t2, "t2", x1)
+    t1 = check_times(t1, "t1", like=x1)
+    t2 = t1 if t2 is None else check_times(t2, "t2", like=x1)
     ta, tb = (s.reshape(-1) for s in torch.meshgrid(t1, t2, indexing="ij"))
     diag = _same_input_and_time(t1.shape[0] + 1) if symmetric else None
     out = _pair_kernels(x1, x2, ta, tb, L, activation, sigma0_sq, sigma_sq, T, diag)
@@ -218,7 +210,7 @@ def k_gp(x1, x2=None, *, L, activation, sigma_sq, device=None):
     formulas.md section 5, "Limits"; NDK paper Eq. 17-18 (``K_GP`` of the last hidden layer, without the readout
     variance: the output prior covariance is ``σ² K_GP``).
     """
-    _check_hyper(L=L, activation=activation, sigma_sq=sigma_sq)
+    check_hyper(L=L, activation=activation, sigma_sq=sigma_sq)
     return _one_time(x1, x2, sigma_sq, L, activation, device).nngp
 
 
@@ -228,7 +220,7 @@ def ntk0(x1, x2=None, *, L, activation, sigma0_sq, device=None):
     NDK paper Eq. 10 (``m(0,0) = σ0²``, ``e^0 = 1``): ``Θ^l = σ0² K̇^l Θ^{l−1} + K^l``, ``Θ^0 = x·x′/N0``.
     All weights (the ``W^l`` and the readout ``a``) count as trainable.
     """
-    _check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq)
+    check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq)
     return _one_time(x1, x2, sigma0_sq, L, activation, device).ndk
 
 
@@ -239,9 +231,9 @@ def stationary_kernels(x1, x2=None, tau=0.0, *, L, activation, sigma_sq, T, devi
     drift kernel ``k^L(τ)`` of formulas.md section 5 ("Representational drift"; paper Eq. 19), with
     ``k^L(0) = K_GP``; the ``ndk`` field is ``K^{d,L}(τ)`` of paper Eq. 17.
     """
-    _check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, T=T)
+    check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, T=T)
     x1, x2 = _inputs(x1, x2, device)
-    tau = _times(tau, "tau", x1)
+    tau = check_times(tau, "tau", like=x1)
     q0, q01, q02 = _overlaps(x1, x2)
     e = torch.exp(-(T / sigma_sq) * tau)
     s = torch.full_like(tau, sigma_sq)
@@ -256,7 +248,7 @@ def ndk_time_integral(x1, x2=None, *, L, activation, sigma_sq, T, n_nodes=64, de
     (the ``√τ`` cusp of ReLU kernels at ``τ = 0`` becomes linear in ``s``; ``K^d/u`` stays bounded as ``u → 0``);
     Gauss-Legendre with ``n_nodes`` nodes. Requires ``T > 0``.
     """
-    _check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, T=T)
+    check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, T=T)
     check_real(T, "T", low=0.0, low_open=True)
     n_nodes = check_int(n_nodes, "n_nodes", low=2)
     x1, x2 = _inputs(x1, x2, device)
@@ -290,8 +282,8 @@ def ntk_limit(x_train, y, x_test, times, *, L, activation, sigma0_sq, device=Non
     ``x_train (P, N0)``, ``y (P,)``, ``x_test (n_test, N0)``, ``times (G,)``.
     """
     x_train, x_test = _inputs(x_train, x_test, device)
-    y = _labels(y, x_train)
-    times = _times(times, "times", x_train)
+    y = labels(y, x_train.shape[0], like=x_train)
+    times = check_times(times, "times", like=x_train)
     kk = ntk0(x_train, L=L, activation=activation, sigma0_sq=sigma0_sq)
     kt = ntk0(x_test, x_train, L=L, activation=activation, sigma0_sq=sigma0_sq)
     lam, vec = torch.linalg.eigh(kk)
@@ -322,8 +314,8 @@ def posterior_coefficients(x_train, y, *, L, activation, sigma_sq, T, device=Non
     that is not positive definite raises a ValueError naming its smallest eigenvalue. ``x_train (P, N0)``, ``y (P,)``.
     """
     x_train, _ = _inputs(x_train, None, device)
-    y = _labels(y, x_train)
-    _check_hyper(T=T)
+    y = labels(y, x_train.shape[0], like=x_train)
+    check_hyper(T=T)
     kk = k_gp(x_train, L=L, activation=activation, sigma_sq=sigma_sq)
     a = kk + (T / sigma_sq) * torch.eye(kk.shape[0], dtype=kk.dtype, device=kk.device)
     chol, info = torch.linalg.cholesky_ex(a)
@@ -331,13 +323,6 @@ def posterior_coefficients(x_train, y, *, L, activation, sigma_sq, T, device=Non
         raise ValueError("gamma*I + K_GP is not positive definite (smallest eigenvalue "
                          f"{float(torch.linalg.eigvalsh(a).min()):.3e}); use T > 0 or distinct training inputs")
     return torch.cholesky_solve(y[:, None], chol)[:, 0]
-
-
-def _labels(y, x_train):
-    y = as_tensor(y, "y", ndim=1, device=x_train.device, dtype=x_train.dtype)
-    if y.shape[0] != x_train.shape[0]:
-        raise ValueError(f"y must have one label per training input ({x_train.shape[0]}), got {y.shape[0]}")
-    return y
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -398,17 +383,17 @@ def mean_predictor(x_train, y, x_test, t_max=None, *, L, activation, sigma0_sq, 
     ``resolution`` scales the density of the default grid.
     Returns :class:`MeanPredictor` (``train (G, P)``, ``test (G, n_test)``, float64).
     """
-    _check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
+    check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
     x_train, x_test = _inputs(x_train, x_test, device)
-    y = _labels(y, x_train)
+    y = labels(y, x_train.shape[0], like=x_train)
     if times is None:
         if t_max is None:
             raise ValueError("give t_max (the horizon) or times (a grid starting at 0)")
         times = default_time_grid(x_train, t_max, L=L, activation=activation, sigma0_sq=sigma0_sq,
                                   sigma_sq=sigma_sq, T=T, resolution=resolution, device=x_train.device)
-    times = _times(times, "times", x_train)
-    if times.shape[0] < 2 or float(times[0]) != 0.0 or bool((times[1:] <= times[:-1]).any()):
-        raise ValueError("times must be strictly increasing, start at 0 and have at least 2 points")
+    times = check_times(times, "times", like=x_train, increasing=True, from_zero=True)
+    if times.shape[0] < 2:
+        raise ValueError("times must have at least 2 points")
     fine = torch.empty(2 * times.shape[0] - 1, dtype=times.dtype, device=times.device)
     fine[0::2] = times
     fine[1::2] = 0.5 * (times[1:] + times[:-1])

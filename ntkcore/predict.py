@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import as_tensor, check_real
+from ._checks import as_tensor, check_real, labels, square, times as check_times
 
 __all__ = [
     "Flow", "Posterior", "kernel_regression", "kernel_ridge", "gradient_flow", "training_loss_curve",
@@ -45,21 +45,11 @@ class Posterior(NamedTuple):
 # ---------------------------------------------------------------------------------------------------------------
 
 def _square(k, name, like=None) -> torch.Tensor:
-    kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
-    k = as_tensor(k, name, ndim=2, **kw)
-    if k.shape[0] != k.shape[1]:
-        raise ValueError(f"{name} must be a square (n, n) matrix, got shape {tuple(k.shape)}")
-    scale = k.abs().max().clamp_min(torch.finfo(k.dtype).tiny)
-    if not bool(((k - k.T).abs() <= 1e3 * torch.finfo(k.dtype).eps * scale).all()):
-        raise ValueError(f"{name} must be symmetric (a kernel matrix); max |K - K^T| = {(k - k.T).abs().max():.3g}")
-    return k
+    return square(k, name, like=like, symmetric=True)
 
 
 def _targets(y, n, like, name="y") -> torch.Tensor:
-    y = as_tensor(y, name, ndim=(1, 2), device=like.device, dtype=like.dtype)
-    if y.shape[0] != n:
-        raise ValueError(f"{name} must have {n} rows (one per training input), got shape {tuple(y.shape)}")
-    return y
+    return labels(y, n, like=like, name=name, ndim=(1, 2))
 
 
 def _cross(k, n, like, name="k_test_train") -> torch.Tensor:
@@ -129,9 +119,7 @@ def _eigh_psd(k: torch.Tensor, name: str):
 
 
 def _times(times, like, learning_rate):
-    t = as_tensor(times, "times", ndim=(0, 1), device=like.device, dtype=like.dtype).reshape(-1)
-    if bool((t < 0).any()):
-        raise ValueError("times must be >= 0")
+    t = check_times(times, "times", like=like)
     if learning_rate is not None:
         eta = check_real(learning_rate, "learning_rate", low=0.0, low_open=True)
         if not bool((t == t.round()).all()):

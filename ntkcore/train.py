@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import as_tensor, check_choice, check_int, check_real, generator
+from ._checks import as_tensor, batch, check_choice, check_int, check_real, generator, trainable_parameters
 
 LOSSES = ("mse", "cross_entropy")
 METHODS = ("plain", "rdi", "aux")
@@ -141,20 +141,12 @@ def _record_steps(record_steps, steps: int) -> np.ndarray:
 
 
 def _reference_parameter(model) -> torch.Tensor:
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters (requires_grad=True)")
-    return params[0]
+    return next(iter(trainable_parameters(model).values()))
 
 
 def _inputs(x, name: str, ref: torch.Tensor) -> torch.Tensor:
     """``x`` as a checked tensor on the model's device and in its dtype, shape (n, ...), n ≥ 1."""
-    t = as_tensor(x, name, device=ref.device, dtype=ref.dtype)
-    if t.ndim < 2 or t.shape[0] == 0:
-        raise ValueError(f"{name} must be a batch of inputs with shape (n, ...), n ≥ 1, got shape {tuple(t.shape)}")
-    return t
+    return batch(x, name, like=ref, min_ndim=2)
 
 
 def _targets(y, name: str, loss: str, n: int, ref: torch.Tensor) -> torch.Tensor:

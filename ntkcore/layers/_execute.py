@@ -39,13 +39,6 @@ def parse_get(get):
 # Inputs
 # ---------------------------------------------------------------------------------------------------------------
 
-def finite_input(x, name, **kwargs) -> torch.Tensor:
-    """``as_tensor`` with the NaN/inf check done by one sum (a finite sum means finite entries), the full check
-    (and its error message) only when the sum is not finite."""
-    t = as_tensor(x, name, finite=False, **kwargs)
-    return t if bool(torch.isfinite(t.sum())) else as_tensor(t, name, **kwargs)
-
-
 class Examples:
     """The examples of one side of a kernel call, and for graphs their adjacency, node mask and node counts."""
 
@@ -78,7 +71,7 @@ _IMAGE_LAYOUT = "images must be (n, C, H, W) arrays (torch's layout"
 
 
 def _images(x, name, device, dtype):
-    t = finite_input(x, name, device=device, dtype=dtype)
+    t = as_tensor(x, name, device=device, dtype=dtype)
     if t.ndim != 4:
         raise ValueError(f"{name} must be images (n, C, H, W), got shape {tuple(t.shape)}")
     _, c, h, w = t.shape
@@ -97,7 +90,7 @@ def _graph_list(xs, adjacency, name, adj_name, device, dtype):
         raise ValueError(f"{name} must hold at least one graph")
     feats, adjs = [], []
     for i, (xi, ai) in enumerate(zip(xs, adjacency)):
-        f = finite_input(xi, f"{name}[{i}]", ndim=2, device=device if i == 0 else feats[0].device,
+        f = as_tensor(xi, f"{name}[{i}]", ndim=2, device=device if i == 0 else feats[0].device,
                          dtype=dtype if i == 0 else feats[0].dtype)
         if feats and f.shape[1] != feats[0].shape[1]:
             raise ValueError(f"{name}[{i}] must have the {feats[0].shape[1]} node features of {name}[0], got "
@@ -120,7 +113,7 @@ def _graph_list(xs, adjacency, name, adj_name, device, dtype):
 
 def _adjacency(a, name, n_nodes, like, batch=None):
     shape = (n_nodes, n_nodes) if batch is None else (batch, n_nodes, n_nodes)
-    a = finite_input(a, name, device=like.device, dtype=like.dtype)
+    a = as_tensor(a, name, device=like.device, dtype=like.dtype)
     if tuple(a.shape) != shape:
         raise ValueError(f"{name} must be a square adjacency of shape {shape} (one row and column per node), got "
                          f"{tuple(a.shape)}")
@@ -132,7 +125,7 @@ def _adjacency(a, name, n_nodes, like, batch=None):
 def _graphs(x, adjacency, name, adj_name, device, dtype):
     if isinstance(x, (list, tuple)):
         return _graph_list(list(x), adjacency, name, adj_name, device, dtype)
-    t = finite_input(x, name, device=device, dtype=dtype)
+    t = as_tensor(x, name, device=device, dtype=dtype)
     if t.ndim != 3:
         raise ValueError(f"{name} must be graphs: node features (n, N, C) or a list of (N_i, C) arrays, got shape "
                          f"{tuple(t.shape)}")
@@ -160,7 +153,7 @@ def read_inputs(x1, x2, adjacency, device):
                 raise ValueError(f"x2 must have the {x.shape[2]} node features of x1, got {xb.shape[2]}")
             side2 = Examples(xb, ab, maskb)
         return side1, side2, Shape(GRAPH, x.shape[2], (None,))
-    x = finite_input(x1, "x1", device=device)
+    x = as_tensor(x1, "x1", device=device)
     if x.ndim == 4:
         x = _images(x, "x1", device, None)
         shape = Shape(IMAGE, x.shape[1], tuple(x.shape[2:]))
@@ -173,7 +166,7 @@ def read_inputs(x1, x2, adjacency, device):
                          f"{tuple(x.shape)}")
     side2 = None
     if x2 is not None:
-        xb = finite_input(x2, "x2", device=x.device, dtype=x.dtype)
+        xb = as_tensor(x2, "x2", device=x.device, dtype=x.dtype)
         if xb.shape[1:] != x.shape[1:] or xb.ndim != x.ndim:
             what = "feature dimension" if x.ndim == 2 else "per-example shape"
             raise ValueError(f"x2 must have the {what} of x1 ({tuple(x.shape[1:])}), got shape {tuple(xb.shape)}")
