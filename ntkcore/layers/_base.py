@@ -41,7 +41,8 @@ class Layer:
         raise NotImplementedError
 
     def _transform(self, p: Pairs, full_after: bool) -> Pairs:
-        k, theta = _entrywise.run(p.nngp, p.ntk, self._units(), p.variances, diag=p.diag, want_ntk=p.want_ntk)
+        k, theta = _entrywise.run(p.nngp, p.ntk, self._units(), p.variances, diag=p.diag, want_ntk=p.want_ntk,
+                                  pool=p.pool)
         return p.replace(nngp=k, ntk=theta)
 
     def _module(self, shape: Shape, gen, device, dtype, parameterization: str) -> nn.Module:
@@ -244,7 +245,10 @@ class FanOut(Layer):
         return tuple(shape._replace(fresh=False) for _ in range(self.n))
 
     def _transform(self, p, full_after):
-        return (p,) + tuple(p.map(torch.clone) for _ in range(self.n - 1))
+        def copy(t):
+            return None if t is None else p.take(t.shape).copy_(t)
+
+        return (p,) + tuple(p.replace(nngp=copy(p.nngp), ntk=copy(p.ntk)) for _ in range(self.n - 1))
 
     def _module(self, shape, gen, device, dtype, parameterization):
         return _FanOutModule(self.n)
@@ -323,9 +327,14 @@ class FanInSum(Layer):
     def _transform(self, ps, full_after):
         if any(p.layout.kind == IMAGE and not p.layout.full for p in ps):
             ps = [to_diagonal(p) for p in ps]
-        nngp = sum(p.nngp for p in ps[1:]) + ps[0].nngp
+        nngp = ps[0].nngp
+        for p in ps[1:]:
+            nngp = nngp.add_(p.nngp)
         thetas = [p.ntk for p in ps if p.ntk is not None]
-        ntk = None if not thetas else sum(thetas[1:]) + thetas[0]
+        ntk = thetas[0] if thetas else None
+        for theta in thetas[1:]:
+            ntk = ntk.add_(theta)
+        ps[0].pool.give(*[t for p in ps[1:] for t in (p.nngp, p.ntk) if t is not None and t is not ntk])
         return ps[0].replace(nngp=nngp, ntk=ntk)
 
     def _module(self, shape, gen, device, dtype, parameterization):

@@ -109,26 +109,30 @@ def _ALL(t: torch.Tensor) -> torch.Tensor:  # every entry is a variance (the mar
 
 
 def run(k: torch.Tensor, theta: torch.Tensor | None, units: list[Unit], variances: Callable, *, diag=None,
-        want_ntk: bool = True, buffers=None, keep_moments: bool = False):
+        want_ntk: bool = True, buffers=None, keep_moments: bool = False, pool=None):
     """Run the chain on the covariance ``k`` and tangent kernel ``theta`` of a block of pairs.
 
     ``theta`` None means zero (no trainable layer before). ``variances(k)`` returns ``(v1, v2)``, the
     :class:`~ntkcore.activations.Variances` of the two sides entering the next activation, broadcastable to ``k``;
-    ``diag`` marks the entries whose two sides are the same input (see :mod:`ntkcore.activations`). ``buffers`` is
-    None or a list of preallocated tensors shaped like ``k`` for the intermediates; ``k`` itself and ``theta`` may
-    be overwritten. With ``keep_moments`` the last unit's ``(e, ė)`` are returned too.
+    ``diag`` marks the entries whose two sides are the same input (see :mod:`ntkcore.activations`). Intermediates
+    go into ``buffers`` (a list of preallocated tensors shaped like ``k``; ``theta`` may alias ``k``), or come from
+    ``pool`` (a :class:`~ntkcore.layers._state.Pool`, which gets back every tensor the chain no longer needs; then
+    ``k`` and ``theta`` are owned by the caller and distinct), or are allocated. ``k`` and ``theta`` may be
+    overwritten. With ``keep_moments`` the last unit's ``(e, ė)`` are returned too.
 
     Returns ``(k, theta)`` or ``(k, theta, (e, ė))``.
     """
     moments = None
     for index, (act, a) in enumerate(units):
         last = index == len(units) - 1
-        if act is None:  # new tensors: k may be aliased by theta
-            theta = _add_gradient_term(None if theta is None else a.wv * theta, k, a, want_ntk)
-            k = a.wv * k + a.bv if not _is_zero(a.bv) else a.wv * k
+        if act is None:
+            k, theta = _affine(k, theta, a, want_ntk, pool)
             continue
         v1, v2 = variances(k)
-        free = None if buffers is None else [b for b in buffers if b is not k and b is not theta]
+        if pool is not None:
+            free = [pool.take(k.shape, k) for _ in range(3)]
+        else:
+            free = None if buffers is None else [b for b in buffers if b is not k and b is not theta]
         if a.fused and not (keep_moments and last):
             k_new, d, scale = act.step(k, v1, v2, diag, a.wv, a.bv, free)
             if theta is not None:  # Θ′ = k′ + wv ė Θ, written over Θ
@@ -137,22 +141,45 @@ def run(k: torch.Tensor, theta: torch.Tensor | None, units: list[Unit], variance
                 else:
                     theta.mul_(a.wv * scale * d).add_(k_new)
             elif want_ntk:  # the first trained layer: a tensor of its own (k_new may be one of the buffers)
-                theta = k_new.clone()
-            k = k_new
-            continue
-        e, d, scale = act.step(k, v1, v2, diag, 1.0, 0.0, free)
-        if theta is not None:  # Θ′ = wv ė Θ + gw e + gb
-            if isinstance(d, torch.Tensor):
-                theta.mul_(d).mul_(a.wv * scale)
-            else:
-                theta.mul_(a.wv * (scale * d))
-        theta = _add_gradient_term(theta, e, a, want_ntk)
-        if keep_moments and last:
-            moments = (e, d * scale if isinstance(d, torch.Tensor) else torch.full_like(e, d * scale))
-            k = a.wv * e + a.bv if not _is_zero(a.bv) else a.wv * e
+                theta = _copy(k_new, pool)
         else:
-            k = e.mul_(a.wv) if _is_zero(a.bv) else e.mul_(a.wv).add_(a.bv)
+            e, d, scale = act.step(k, v1, v2, diag, 1.0, 0.0, free)
+            if theta is not None:  # Θ′ = wv ė Θ + gw e + gb
+                if isinstance(d, torch.Tensor):
+                    theta.mul_(d).mul_(a.wv * scale)
+                else:
+                    theta.mul_(a.wv * (scale * d))
+            theta = _add_gradient_term(theta, e, a, want_ntk)
+            if keep_moments and last:
+                moments = (e, d * scale if isinstance(d, torch.Tensor) else torch.full_like(e, d * scale))
+                k_new = a.wv * e + a.bv if not _is_zero(a.bv) else a.wv * e
+            elif a is IDENTITY:  # an activation alone: k′ = e
+                k_new = e
+            else:
+                k_new = e.mul_(a.wv) if _is_zero(a.bv) else e.mul_(a.wv).add_(a.bv)
+        if pool is not None:  # back to the pool: the old covariance, ė, and the unused scratch tensors
+            pool.give(k, *[b for b in free if b is not k_new and b is not theta])
+        k = k_new
     return (k, theta, moments) if keep_moments else (k, theta)
+
+
+def _copy(t: torch.Tensor, pool) -> torch.Tensor:
+    return t.clone() if pool is None else pool.take(t.shape, t).copy_(t)
+
+
+def _affine(k, theta, a: Affine, want_ntk: bool, pool):
+    """A unit without activation: ``(wv·k + bv, wv·Θ + gw·k + gb)``. Without a pool into new tensors (``theta`` may
+    alias ``k``), with one in place."""
+    if pool is None:
+        theta = _add_gradient_term(None if theta is None else a.wv * theta, k, a, want_ntk)
+        return (a.wv * k + a.bv if not _is_zero(a.bv) else a.wv * k), theta
+    if theta is not None:
+        theta.mul_(a.wv)
+    theta = _add_gradient_term(theta, k, a, want_ntk)
+    k.mul_(a.wv)
+    if not _is_zero(a.bv):
+        k.add_(a.bv)
+    return k, theta
 
 
 def _add_gradient_term(theta, e, a: Affine, want_ntk: bool):

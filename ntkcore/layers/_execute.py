@@ -19,7 +19,7 @@ import torch
 from .._checks import as_tensor, check_int
 from . import _entrywise
 from ._base import branches
-from ._state import GRAPH, IMAGE, VECTOR, Kernels, Layout, Pairs, Recorder, Replay, Shape, Side
+from ._state import GRAPH, IMAGE, VECTOR, Kernels, Layout, Pairs, Pool, Recorder, Replay, Shape, Side
 
 DEFAULT_MAX_MEMORY = 2**28  # bytes of intermediates (256 MiB), outputs not included
 _TILE_ROWS, _TILE_COLS = 256, 512  # CPU tiles of the fast path (panel rows × tile columns): fastest at n = 4000
@@ -319,9 +319,9 @@ def _pair_elements(layout: Layout, side1: Examples, side2: Examples) -> int:
     return 1
 
 
-def input_covariance(xa: torch.Tensor, xb: torch.Tensor | None, layout: Layout) -> torch.Tensor:
+def input_covariance(xa: torch.Tensor, xb: torch.Tensor | None, layout: Layout, pool: Pool) -> torch.Tensor:
     """The NNGP of the inputs, the channel mean ``Σ_c x_c x′_c / C``: for pairs (``xb`` given), ``(a, b, *S)``;
-    for the pairs ``(x, x)`` of ``xa`` (``xb`` None), ``(a, *S)``."""
+    for the pairs ``(x, x)`` of ``xa`` (``xb`` None), ``(a, *S)``. Full image covariances come from ``pool``."""
     if layout.kind == VECTOR:
         c = xa.shape[1]
         return (xa * xa).sum(1).div_(c) if xb is None else (xa @ xb.T).div_(c)
@@ -335,11 +335,16 @@ def input_covariance(xa: torch.Tensor, xb: torch.Tensor | None, layout: Layout) 
         return (xa * xa).sum(1).div_(c) if xb is None else torch.einsum("achw,bchw->abhw", xa, xb).div_(c)
     fa = xa.reshape(a, c, h * w)
     if xb is None:
-        return (fa.transpose(1, 2) @ fa).div_(c).view(a, h, w, h, w)
+        out = pool.take((a, h * w, h * w), xa)
+        return torch.bmm(fa.transpose(1, 2), fa, out=out).div_(c).view(a, h, w, h, w)
     b = xb.shape[0]
     fb = xb.reshape(b, c, h * w)
-    gram = fa.transpose(1, 2).reshape(a * h * w, c) @ fb.permute(1, 0, 2).reshape(c, b * h * w)
-    return gram.view(a, h * w, b, h * w).permute(0, 2, 1, 3).reshape(a, b, h, w, h, w).div_(c)
+    gram = torch.mm(fa.transpose(1, 2).reshape(a * h * w, c), fb.permute(1, 0, 2).reshape(c, b * h * w),
+                    out=pool.take((a * h * w, b * h * w), xa))
+    out = pool.take((a, b, h, w, h, w), xa)
+    out.view(a, b, h * w, h * w).copy_(gram.view(a, h * w, b, h * w).permute(0, 2, 1, 3)).div_(c)
+    pool.give(gram)
+    return out
 
 
 class _Marginal:
@@ -348,12 +353,13 @@ class _Marginal:
 
     def __init__(self, net, side: Examples, layout: Layout, want_ntk: bool, chunk: int):
         nngp, ntk, tapes = [], [], []
+        pool = Pool()
         for start in range(0, side.n, chunk):
             rows = slice(start, min(start + chunk, side.n))
             data = side.lined_up(rows, layout, None)
             recorder = Recorder()
-            p = Pairs(input_covariance(side.x[rows], None, layout), None, layout, data[0], data[1], recorder,
-                      want_ntk, marginal=True)
+            p = Pairs(input_covariance(side.x[rows], None, layout, pool), None, layout, data[0], data[1], recorder,
+                      want_ntk, marginal=True, pool=pool)
             p = net._transform(p, False)
             nngp.append(p.nngp)
             ntk.append(p.ntk if p.ntk is not None else torch.zeros_like(p.nngp))
@@ -386,11 +392,12 @@ def pairs_kernel(net, side1: Examples, side2: Examples | None, shape: Shape, wan
     workers = max(1, min(workers, len(tiles)))
 
     def work(worker: int) -> None:
+        pool = Pool()  # each worker reuses its large tensors from one tile to the next
         for rows, cols in tiles[worker::workers]:
             s1 = side1.lined_up(rows, layout, 1)[0]
             s2 = other.lined_up(cols, layout, 2)[1]
-            p = Pairs(input_covariance(side1.x[rows], other.x[cols], layout), None, layout, s1, s2,
-                      Replay(marginal1.tape, marginal2.tape, rows, cols), want_ntk, marginal=False)
+            p = Pairs(input_covariance(side1.x[rows], other.x[cols], layout, pool), None, layout, s1, s2,
+                      Replay(marginal1.tape, marginal2.tape, rows, cols), want_ntk, marginal=False, pool=pool)
             p = net._transform(p, False)
             results = (p.nngp, p.ntk if p.ntk is not None else torch.zeros_like(p.nngp))
             for out, res in zip(outputs, results):

@@ -133,7 +133,7 @@ class Recorder:
         self.tape = []
 
     def __call__(self, k: torch.Tensor, layout: Layout):
-        var = Variances.of(layout.diagonal(k).contiguous())
+        var = Variances.of(layout.diagonal(k).clone(memory_format=torch.contiguous_format))
         self.tape.append(var)
         return (var.map(lambda t: layout.self_sides(t)[0]), var.map(lambda t: layout.self_sides(t)[1]))
 
@@ -151,6 +151,42 @@ class Replay:
         return v1.map(lambda t: layout.side1(t[self.rows])), v2.map(lambda t: layout.side2(t[self.cols]))
 
 
+class Pool:
+    """Large tensors of one worker, reused from one block of pairs to the next.
+
+    Every block of pairs allocates and frees tensors of the same few sizes. Left to the C allocator, large tensors
+    freed in a loop end up served from its heap, which fragments: the resident memory of a long kernel computation
+    then grows far beyond the memory bound (several GB for a hundred 32×32 images). The transforms of the pairs path
+    therefore take their outputs from a pool and give back the inputs they no longer need. A tensor is given back
+    once, only when nothing else refers to it; views are never pooled.
+    """
+
+    def __init__(self):
+        self._free: dict = {}
+        self._pooled: set = set()
+
+    def take(self, shape, like: torch.Tensor) -> torch.Tensor:
+        """An uninitialized contiguous tensor of ``shape``, with ``like``'s dtype and device."""
+        size = 1
+        for dim in shape:
+            size *= dim
+        free = self._free.get((size, like.dtype, like.device))
+        if free:
+            flat = free.pop()
+            self._pooled.discard(flat.data_ptr())
+            return flat.view(shape)
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+    def give(self, *tensors) -> None:
+        """Return tensors that are no longer needed (anything that is not a whole contiguous tensor is ignored)."""
+        for t in tensors:
+            if not isinstance(t, torch.Tensor) or not t.numel() or not t.is_contiguous() or t.storage_offset() \
+                    or t.untyped_storage().nbytes() != t.numel() * t.element_size() or t.data_ptr() in self._pooled:
+                continue
+            self._pooled.add(t.data_ptr())
+            self._free.setdefault((t.numel(), t.dtype, t.device), []).append(t.view(-1))
+
+
 @dataclasses.dataclass
 class Pairs:
     """The kernel of a block of input pairs as it flows through the layers.
@@ -161,6 +197,7 @@ class Pairs:
     side1, side2 : :class:`Side` data (graphs).
     source : a :class:`Recorder` (marginal) or :class:`Replay` (pairs) of the variances at each activation.
     want_ntk : whether the tangent kernel is computed at all.
+    pool : the worker's :class:`Pool` of large tensors.
     """
 
     nngp: torch.Tensor
@@ -171,6 +208,7 @@ class Pairs:
     source: object
     want_ntk: bool
     marginal: bool
+    pool: Pool = dataclasses.field(default_factory=Pool)
 
     def variances(self, k: torch.Tensor):
         """``(v1, v2)`` entering the next activation, lined up with ``k``."""
@@ -185,5 +223,13 @@ class Pairs:
         return dataclasses.replace(self, **changes)
 
     def map(self, fn) -> "Pairs":
-        """The same linear map applied to the NNGP and the NTK."""
-        return self.replace(nngp=fn(self.nngp), ntk=None if self.ntk is None else fn(self.ntk))
+        """The same linear map applied to the NNGP and the NTK; their old tensors go back to the pool."""
+        out = self.replace(nngp=fn(self.nngp), ntk=None if self.ntk is None else fn(self.ntk))
+        kept = {t.untyped_storage().data_ptr() for t in (out.nngp, out.ntk) if t is not None}
+        self.pool.give(*[t for t in (self.nngp, self.ntk)
+                         if t is not None and t.untyped_storage().data_ptr() not in kept])
+        return out
+
+    def take(self, shape) -> torch.Tensor:
+        """A tensor for an output or a scratch result, from the pool."""
+        return self.pool.take(shape, self.nngp)

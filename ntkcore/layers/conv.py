@@ -34,27 +34,29 @@ def out_size(size: int, kernel: int, stride: int, padding: str) -> tuple[int, in
     return out, total // 2, total - total // 2
 
 
-def pad_axis(t: torch.Tensor, axis: int, before: int, after: int, circular: bool) -> torch.Tensor:
-    """Zero or circular padding of one axis."""
+def pad_axis(t: torch.Tensor, axis: int, before: int, after: int, circular: bool, pool) -> torch.Tensor:
+    """Zero or circular padding of one axis (a tensor from ``pool``)."""
     if not before and not after:
         return t
-    if circular:
-        parts = [t.narrow(axis, t.shape[axis] - before, before)] if before else []
-        parts.append(t)
-        if after:
-            parts.append(t.narrow(axis, 0, after))
-        return torch.cat(parts, dim=axis)
     shape = list(t.shape)
     shape[axis] += before + after
-    out = t.new_zeros(shape)
+    out = pool.take(shape, t)
     out.narrow(axis, before, t.shape[axis]).copy_(t)
+    head, tail = out.narrow(axis, 0, before), out.narrow(axis, before + t.shape[axis], after)
+    if circular:
+        head.copy_(t.narrow(axis, t.shape[axis] - before, before))
+        tail.copy_(t.narrow(axis, 0, after))
+    else:
+        head.zero_()
+        tail.zero_()
     return out
 
 
-def shifted_sum(t: torch.Tensor, axes: tuple[int, ...], window: int, stride: int, out: int) -> torch.Tensor:
-    """``Σ_{a < window} t[..., a + stride·i, ...]`` with the same shift ``a`` on every axis in ``axes``, for
-    ``i < out``: a box filter along one axis, or along the diagonal of a pair of axes. ``window`` passes over
-    memory, each a strided slice; the result is contiguous."""
+def shifted_sum(t: torch.Tensor, axes: tuple[int, ...], window: int, stride: int, out: int, pool,
+                scale: float = 1.0) -> torch.Tensor:
+    """``scale · Σ_{a < window} t[..., a + stride·i, ...]`` with the same shift ``a`` on every axis in ``axes``,
+    for ``i < out``: a box filter along one axis, or along the diagonal of a pair of axes. ``window`` passes over
+    memory, each a strided slice; the result is a contiguous tensor from ``pool``."""
     span = (out - 1) * stride + 1
 
     def shifted(a):
@@ -63,17 +65,19 @@ def shifted_sum(t: torch.Tensor, axes: tuple[int, ...], window: int, stride: int
             index[axis] = slice(a, a + span, stride)
         return t[tuple(index)]
 
-    total = shifted(0).clone(memory_format=torch.contiguous_format)
+    first = shifted(0)
+    total = torch.mul(first, scale, out=pool.take(first.shape, t))
     for a in range(1, window):
-        total.add_(shifted(a))
+        total.add_(shifted(a), alpha=scale)
     return total
 
 
-def same_sum(t: torch.Tensor, axes: tuple[int, ...], window: int, before: int, scale: float = 1.0) -> torch.Tensor:
+def same_sum(t: torch.Tensor, axes: tuple[int, ...], window: int, before: int, pool,
+             scale: float = 1.0) -> torch.Tensor:
     """``scale · Σ_{a < window} t[..., i + a − before, ...]`` (zero outside) with the same shift on every axis in
     ``axes``, for every position ``i``: the stride-1 "same" box filter without a padded copy, one slice addition
-    per shift."""
-    total = t.mul(scale) if scale != 1.0 else t.clone(memory_format=torch.contiguous_format)
+    per shift. The result is a tensor from ``pool``."""
+    total = torch.mul(t, scale, out=pool.take(t.shape, t))
     size = t.shape[axes[0]]
     for shift in range(-before, window - before):
         if shift == 0 or abs(shift) >= size:
@@ -159,39 +163,43 @@ class Conv(Layer):
         spatial = tuple(out for out, _, _ in self._geometry(shape.spatial))
         return Shape(IMAGE, self.out_channels, spatial, gaussian=True, fresh=True)
 
-    def _patch_mean(self, t: torch.Tensor, full: bool, scale: float) -> torch.Tensor:
+    def _patch_mean(self, t: torch.Tensor, full: bool, scale: float, pool) -> torch.Tensor:
         """``scale`` times the mean over the patch of ``t``, whose last dims are ``(H, W)`` (diagonal) or
-        ``(H, W, H, W)`` (full)."""
+        ``(H, W, H, W)`` (full). Intermediates come from and go back to ``pool``; ``t`` itself is left alone."""
         spatial = t.shape[-2:]
         circular = self.padding == "circular"
         scale = scale / (self.kernel_size[0] * self.kernel_size[1])
+        source = t
         for axis, (out, before, after) in enumerate(self._geometry(spatial)):
             axes = (t.dim() - 4 + axis, t.dim() - 2 + axis) if full else (t.dim() - 2 + axis,)
-            if self.padding == "same":  # zero padding: slice additions, then every stride-th position
-                t = same_sum(t, axes, self.kernel_size[axis], before, scale if axis == 0 else 1.0)
-                if self.stride[axis] > 1:
-                    index = [slice(None)] * t.dim()
-                    for a in axes:
-                        index[a] = slice(0, None, self.stride[axis])
-                    t = t[tuple(index)].contiguous()
-                continue
-            for a in axes:
-                t = pad_axis(t, a, before, after, circular)
-            t = shifted_sum(t, axes, self.kernel_size[axis], self.stride[axis], out)
-            if axis == 0:
-                t.mul_(scale)
+            factor = scale if axis == 0 else 1.0
+            if self.padding == "same" and self.stride[axis] == 1:  # zero padding: slice additions
+                result = same_sum(t, axes, self.kernel_size[axis], before, pool, factor)
+            else:
+                padded = t
+                for a in axes:
+                    padded, previous = pad_axis(padded, a, before, after, circular, pool), padded
+                    if previous is not t:
+                        pool.give(previous)
+                result = shifted_sum(padded, axes, self.kernel_size[axis], self.stride[axis], out, pool, factor)
+                if padded is not t:
+                    pool.give(padded)
+            if t is not source:
+                pool.give(t)
+            t = result
         return t
 
     def _transform(self, p, full_after):
         full = p.layout.full
-        nngp = self._patch_mean(p.nngp, full, self.weight_var)
+        nngp = self._patch_mean(p.nngp, full, self.weight_var, p.pool)
         if self.bias_var:
             nngp.add_(self.bias_var)
         ntk = None
         if p.want_ntk:
-            ntk = None if p.ntk is None else self._patch_mean(p.ntk, full, self.weight_var)
+            ntk = None if p.ntk is None else self._patch_mean(p.ntk, full, self.weight_var, p.pool)
             if self.trainable:
-                ntk = nngp.clone() if ntk is None else ntk.add_(nngp)
+                ntk = p.take(nngp.shape).copy_(nngp) if ntk is None else ntk.add_(nngp)
+        p.pool.give(p.nngp, p.ntk)
         return p.replace(nngp=nngp, ntk=ntk)
 
     def _module(self, shape, gen, device, dtype, parameterization):
