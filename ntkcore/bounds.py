@@ -1,7 +1,7 @@
 """Computable bounds of the kernel regime: the yᵀH⁻¹y generalization bound and the network-versus-kernel gap.
 
-Book chapter 4 (*Eigen-convergence and generalization*); formulas.md section 3; Arora et al. 2019 (fine-grained
-analysis), Bartlett & Mendelson 2002.
+Book chapter 4 (*Eigen-convergence and generalization*); Arora et al. 2019 (fine-grained analysis), Bartlett &
+Mendelson 2002.
 
 * :func:`interpolant_norm` -- ``‖f_ker‖_H = √(yᵀH⁻¹y)``, the RKHS norm of the kernel interpolant
   ``f_ker(x) = k(x, X) H⁻¹ y``.
@@ -9,7 +9,8 @@ analysis), Bartlett & Mendelson 2002.
   ``{f : ‖f‖_H ≤ B}`` on the training inputs.
 * :func:`generalization_bound` -- ``2 √(yᵀH⁻¹y) √tr(H) / n``, the leading term of the bound on the classification
   error of ``sign f_ker``; it equals the lecture's ``√(2 yᵀH⁻¹y / n)`` when ``tr H = n/2`` (the two-layer ReLU kernel
-  ``H*`` with ``a_r = ±1`` and unit-norm inputs, formulas.md section 2).
+  ``H*`` with ``a_r = ±1`` and unit-norm inputs: book Chapter 2 and book appendix "Closed-form kernels and
+  conventions", section "The lecture's two-layer network").
 * :func:`kernel_deviation_bound` -- ``‖u(0)‖ + ∫₀ᵗ ‖(H(s) − H*)(u(s) − y)‖ ds``, an a-posteriori bound on how far the
   training residual of a network (tangent kernel ``H(s)``) can be from that of the kernel dynamics with ``H*``
   started at ``u = 0``.
@@ -72,7 +73,7 @@ def generalization_bound(h, y) -> float:
     is 1-Lipschitz, vanishes on the training set and dominates the 0-1 loss, the classification error of
     ``sign f_ker`` is at most this plus ``O(√(log(1/δ)/n))`` with probability ``1 − δ`` (book chapter 4). The value is
     invariant under ``H → cH``; when ``tr H = n/2`` (the two-layer kernel ``H*`` with ``a_r = ±1``, unit-norm inputs,
-    formulas.md sections 2-3) it equals ``√(2 yᵀH⁻¹y / n)``, the form of Arora et al. (2019, Theorem 5.1).
+    book Chapters 2 and 4) it equals ``√(2 yᵀH⁻¹y / n)``, the form of Arora et al. (2019, Theorem 5.1).
     ``h`` ``(n, n)`` positive definite, ``y`` ``(n,)``. Returns a float (above 1 the bound is vacuous).
     """
     h = _gram(h)

@@ -1,6 +1,6 @@
 """Representational drift: what a readout frozen at equilibrium still computes while the hidden weights diffuse.
 
-Setting (formulas.md section 5, "Representational drift"; NDK paper section 5, Eqs. 19-21): a network of the NDK
+Setting (book Chapter 7, "Representational drift"; NDK paper section 5, Eqs. 19-21): a network of the NDK
 paper (``f(x) = N^(-1/2) a·x^L``, see :mod:`ntkcore.ndk`) has reached the equilibrium of Langevin dynamics at a
 time ``t0``. The readout ``a`` is frozen at ``a(t0)``; from then on the hidden weights ``W^l`` keep diffusing with the
 prior's Ornstein-Uhlenbeck dynamics (no loss gradient), so the weights at times ``t`` and ``t0`` have covariance
@@ -48,7 +48,7 @@ def _rows(x, name, device):
 def drift_kernel(x1, x2=None, tau=0.0, *, L, activation, sigma_sq, T, device=None):
     """Stationary two-time NNGP kernel ``k^L(τ) = K^L(x, t0 + τ; x′, t0)`` at equilibrium, shape ``(G, n1, n2)``.
 
-    formulas.md section 5, "Representational drift"; NDK paper Eq. 19: the recursion of paper Eqs. 11-13 with
+    Book Chapter 7, "Representational drift"; NDK paper Eq. 19: the recursion of paper Eqs. 11-13 with
     weight covariance ``σ²`` at equal times and ``σ² e^{−γτ}`` across the two times (``γ = T/σ²``), computed by
     :func:`ntkcore.ndk.stationary_kernels`. ``k^L(0) = K_GP`` (:func:`ntkcore.ndk.k_gp`) and
     ``k^L(τ) → K_mean`` (:func:`mean_kernel`) as ``τ → ∞``, exponentially on the scale ``1/γ``.
@@ -66,7 +66,7 @@ def drift_kernel(x1, x2=None, tau=0.0, *, L, activation, sigma_sq, T, device=Non
 def mean_activation(x, *, L, activation, sigma_sq, device=None):
     """Mean hidden activation ``μ(x) = E φ(h^L(x))`` of one unit of the last hidden layer, shape ``(n,)``.
 
-    NDK paper Eq. 20 (formulas.md section 5): at infinite width the pre-activation ``h^L(x)`` of a unit is
+    NDK paper Eq. 20 (book Chapter 7): at infinite width the pre-activation ``h^L(x)`` of a unit is
     ``N(0, v)`` with ``v = σ² q^{L−1}(x, x)``, where ``q^0(x, x) = ‖x‖²/N0`` and ``q^{L−1}`` is the one-time NNGP
     kernel of ``L − 1`` hidden layers (:func:`ntkcore.ndk.k_gp`). ReLU: ``μ = √(v/(2π))``; erf and identity are odd,
     so ``μ = 0``. ``x (n, N0)``.
@@ -108,7 +108,7 @@ def posterior_coefficients(x_train, y, *, L, activation, sigma_sq, T, device=Non
     """Coefficients ``α = (γ I + K_GP)⁻¹ y`` of the equilibrium (NNGP) mean predictor, shape ``(P,)``:
     :func:`ntkcore.ndk.posterior_coefficients` after this module's argument checks.
 
-    NDK paper Eqs. 18-21 (formulas.md section 5): every equilibrium-time predictor of this module is
+    NDK paper Eqs. 18-21 (book Chapter 7): every equilibrium-time predictor of this module is
     ``κ(x)ᵀ α`` for some kernel row ``κ``. With ``γ = T/σ²``. Cholesky; a matrix that is not positive definite
     raises a ValueError naming its smallest eigenvalue. ``x_train (P, N0)``, ``y (P,)``.
     """
@@ -121,7 +121,7 @@ def posterior_coefficients(x_train, y, *, L, activation, sigma_sq, T, device=Non
 def drift_predictor(x_train, y, x_test, tau, *, L, activation, sigma_sq, T, device=None):
     """Mean output of the drifting network with the readout frozen at equilibrium, ``(G, n_test)``:
 
-        E f_drift(x, τ) = k^L(x, τ)ᵀ (γ I + K_GP)⁻¹ y                (NDK paper Eq. 19; formulas.md section 5)
+        E f_drift(x, τ) = k^L(x, τ)ᵀ (γ I + K_GP)⁻¹ y                (NDK paper Eq. 19; book Chapter 7)
 
     with ``k^L`` from :func:`drift_kernel` (the test inputs at time ``t0 + τ``, the training inputs at ``t0``).
     ``τ = 0`` gives the NNGP posterior mean (paper Eq. 18, :func:`ntkcore.ndk.nngp_limit`); for the ``τ → ∞`` limit
@@ -156,7 +156,8 @@ def weight_correlation(w, ref=0):
 
     ``w`` is one recorded weight tensor of :class:`ntkcore.langevin.LangevinResult` (``(E, G, ...)``, e.g. ``W^1``
     of shape ``(E, G, N, N0)``). At equilibrium every weight is an Ornstein-Uhlenbeck coordinate of the prior up to
-    ``O(N^{-1/2})`` per weight, so ``E ρ(t_ref + τ) ≈ e^{−γτ}`` (formulas.md section 5, ``m(t, t′)``; NDK paper Eq. 9).
+    ``O(N^{-1/2})`` per weight, so ``E ρ(t_ref + τ) ≈ e^{−γτ}`` (the weight covariance ``m(t, t′)`` of NDK paper
+    Eq. 9; book Chapter 6).
     """
     w = as_tensor(w, "w", device=w.device if isinstance(w, torch.Tensor) else None)
     if w.ndim < 2 or w.shape[0] == 0 or w.shape[1] == 0:

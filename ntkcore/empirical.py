@@ -19,7 +19,8 @@ readout ``a`` of :class:`ntkcore.models.TwoLayerNet`, do not count). :func:`ntk`
   of activations and sensitivities, independent of ``P``.
 
 The empirical NNGP (:func:`nngp`) is the readout's covariance given the last-layer features ``Φ``:
-``σw²/n · Φ(x) Φ(x′)ᵀ + σb²``, which converges to the analytic NNGP ``K^{L+1}`` of formulas.md section 1.
+``σw²/n · Φ(x) Φ(x′)ᵀ + σb²``, which converges to the analytic NNGP ``K^{L+1}`` (book appendix "Closed-form kernels
+and conventions", section "Fully connected networks").
 """
 from __future__ import annotations
 
@@ -238,8 +239,9 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", trace_outputs: b
 
     Only trainable parameters (``requires_grad=True``) count; the model is evaluated as it is (call ``model.eval()``
     first if it has dropout or batch norm). For an :class:`ntkcore.models.MLP` in NTK
-    parameterization it converges to ``kernels.fc(...).ntk ⊗ I_O`` as the width grows (formulas.md section 1; Jacot
-    et al. 2018); for :class:`ntkcore.models.TwoLayerNet` it is the lecture's ``H(0)`` (formulas.md section 2).
+    parameterization it converges to ``kernels.fc(...).ntk ⊗ I_O`` as the width grows (book appendix "Closed-form
+    kernels and conventions", section "Fully connected networks"; Jacot et al. 2018); for
+    :class:`ntkcore.models.TwoLayerNet` it is the lecture's ``H(0)`` (book Chapter 2).
 
     Parameters
     ----------
@@ -309,8 +311,9 @@ def nngp(model: nn.Module, x1, x2=None, *, features=None, normalize: bool = True
 
         K̂(x, x′) = σw²/n · Φ(x)·Φ(x′) + σb²
 
-    which converges to the analytic NNGP ``K^{L+1}(x, x′) = σw² E[φ(u)φ(v)] + σb²`` of formulas.md section 1 (the
-    ``nngp`` of ``kernels.fc``) as the width grows; its average over initializations equals it exactly for depth 1.
+    which converges to the analytic NNGP ``K^{L+1}(x, x′) = σw² E[φ(u)φ(v)] + σb²`` (book appendix "Closed-form
+    kernels and conventions", section "Fully connected networks"; the ``nngp`` of ``kernels.fc``) as the width
+    grows; its average over initializations equals it exactly for depth 1.
     For :class:`ntkcore.models.TwoLayerNet` it is ``E[a²]/m · Φ Φᵀ``.
 
     Parameters

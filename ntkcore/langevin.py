@@ -1,6 +1,6 @@
 """Langevin dynamics of ensembles of finite-width networks in the NDK paper's parameterization.
 
-The network (formulas.md section 5; NDK paper Eqs. 1-2): ``f(x) = N^(-1/2) a·x^L``,
+The network (NDK paper Eqs. 1-2; book Chapter 6): ``f(x) = N^(-1/2) a·x^L``,
 ``x^l = φ(N_{l-1}^(-1/2) W^l x^{l-1})``, ``x^0 = x ∈ R^{N0}``, every hidden layer of width ``N``, no biases.
 Training (paper Eqs. 3-4): cost ``E = ½‖f_train − y‖² + (T/2σ²)‖θ‖²`` from ``θ(0) ~ N(0, σ0² I)``, integrated by
 Euler-Maruyama, ``θ ← θ − dt ∇E + √(2T dt) ξ``, ``ξ ~ N(0, I)``.
@@ -243,7 +243,7 @@ def simulate(x_train, y, x_test, record_times, *, L, activation, width, sigma0_s
     dt : Euler-Maruyama step. n_networks : ensemble size ``E``. seed : int or torch.Generator (init and noise).
     record_weights : also keep every weight tensor at the recorded times (memory ``E·G·#params``).
     freeze_readout_at : from this time on (rounded to a step) the readout ``a`` stops moving (no gradient, decay or
-        noise) while the hidden weights keep diffusing — the representational-drift protocol of formulas.md section 5.
+        noise) while the hidden weights keep diffusing — the representational-drift protocol of book Chapter 7.
     loss_gradient_after_freeze : whether the hidden weights still feel the loss gradient after the freeze (the
         paper's drift scenario has none: pure prior diffusion ``−(T/σ²)θ dt + √(2T dt) ξ``).
     device, dtype : where and in which precision to simulate (default float32).

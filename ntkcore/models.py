@@ -1,10 +1,10 @@
 """Networks in the parameterizations the book uses, and their linearization.
 
-* :class:`MLP` -- the fully connected network of formulas.md section 1, in NTK parameterization (the library-wide
-  convention; its empirical NTK converges to :func:`ntkcore.kernels.fc` as the width grows) or in standard
-  parameterization.
+* :class:`MLP` -- the fully connected network of book appendix "Closed-form kernels and conventions", section
+  "Fully connected networks", in NTK parameterization (the library-wide convention; its empirical NTK converges to
+  :func:`ntkcore.kernels.fc` as the width grows) or in standard parameterization.
 * :class:`TwoLayerNet` -- the lecture's two-layer network ``f(x) = m^(-1/2) Σ_r a_r σ(w_rᵀx)`` with a fixed readout
-  (formulas.md section 2; Du et al. 2019).
+  (book Chapter 2; Du et al. 2019).
 * :func:`linearize` -- the first-order Taylor expansion of any model around its initial parameters, as a module that
   trains with ordinary optimizers (book chapter 3, lazy training).
 
@@ -113,7 +113,7 @@ class MLP(nn.Sequential):
 
 
 class TwoLayerNet(nn.Sequential):
-    """The lecture's network ``f(x) = m^(-1/2) Σ_r a_r σ(w_rᵀx)`` (formulas.md section 2; Du et al. 2019).
+    """The lecture's network ``f(x) = m^(-1/2) Σ_r a_r σ(w_rᵀx)`` (book Chapter 2; Du et al. 2019).
 
     ``w_r(0) ~ N(0, I_d)`` are the rows of the trainable first layer :attr:`W` ``(m, d)``; the readout ``a`` ``(m,)``
     is drawn once (``a_dist="uniform"``: ``a_r ~ Unif[-1, 1]``, ``E[a²] = 1/3``; ``"sign"``: ``a_r = ±1``) and stored

@@ -1,6 +1,6 @@
 """The Neural Dynamical Kernel (NDK): two-time kernels, the mean-predictor solver and its NTK / NNGP limits.
 
-Setting (formulas.md section 5; NDK paper, Eqs. 1-4): a fully connected network with ``L`` hidden layers in the
+Setting (NDK paper, Eqs. 1-4; book Chapter 6): a fully connected network with ``L`` hidden layers in the
 paper's parameterization, ``f(x) = N^(-1/2) a·x^L``, ``x^l = φ(N_{l-1}^(-1/2) W^l x^{l-1})``, trained by Langevin
 dynamics at temperature ``T`` on ``E = ½‖f_train − y‖² + (T/2σ²)‖θ‖²`` from ``θ(0) ~ N(0, σ0² I)``.
 Write ``γ = T/σ²``. Every kernel here is the infinite-width limit.
@@ -17,7 +17,7 @@ Conventions of this module
   two-time kernel of ``φ′`` in the last hidden layer, ``K^{d,L}`` the NDK.
 * Theory runs in float64 on the device of ``x1`` (or ``device=``); clamping comes before ``arccos``/``arcsin``.
 
-Drift (formulas.md section 5, "Representational drift") builds on :func:`stationary_kernels`: ``k^L(τ)`` is its
+Drift (book Chapter 7, "Representational drift") builds on :func:`stationary_kernels`: ``k^L(τ)`` is its
 ``nngp`` field with the test inputs as ``x1`` and the training inputs as ``x2``.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ _BATCH_ELEMENTS = 2_000_000
 
 
 class TwoTimeKernels(NamedTuple):
-    """The three kernels of one recursion (formulas.md section 5; NDK paper Eqs. 11-13).
+    """The three kernels of one recursion (NDK paper Eqs. 11-13; book Chapter 6).
 
     nngp : ``K^L``, the NNGP kernel of the last hidden layer.
     nngp_dot : ``K̇^L``, the same kernel of ``φ′`` (the derivative kernel, paper Eq. 13).
@@ -107,7 +107,7 @@ def _inputs(x1, x2, device, names=("x1", "x2")):
 def m(t, t2, *, sigma0_sq, sigma_sq, T):
     """Prior weight covariance between two times, ``m(t, t′) = σ² e^{−γ|t−t′|} + (σ0² − σ²) e^{−γ(t+t′)}``.
 
-    formulas.md section 5; NDK paper Eq. 9 (``γ = T/σ²``; ``m(0, 0) = σ0²``, ``m → σ² e^{−γ|t−t′|}`` at long times).
+    NDK paper Eq. 9; book Chapter 6 (``γ = T/σ²``; ``m(0, 0) = σ0²``, ``m → σ² e^{−γ|t−t′|}`` at long times).
     ``t`` and ``t2`` broadcast against each other (numbers, numpy arrays or tensors); returns a float64 tensor.
     """
     check_hyper(sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
@@ -165,7 +165,7 @@ def _overlaps(x1, x2):
 def two_time_kernels(x1, x2=None, t1=0.0, t2=None, *, L, activation, sigma0_sq, sigma_sq, T, device=None):
     """Two-time NNGP ``K^L(t,t′)``, derivative kernel ``K̇^L(t,t′)`` and NDK ``K^{d,L}(t,t′)``.
 
-    formulas.md section 5 (NDK paper Eqs. 8-13): recursion over ``l = 1..L`` with
+    NDK paper Eqs. 8-13 (book Chapter 6): recursion over ``l = 1..L`` with
     ``(u, v) ~ N(0, [[m(t,t) q^{l−1}(x,t;x,t), m(t,t′) q^{l−1}(x,t;x′,t′)], [·, m(t′,t′) q^{l−1}(x′,t′;x′,t′)]])``,
     ``K^l = E[φ(u)φ(v)]``, ``K̇^l = E[φ′(u)φ′(v)]``, ``K^{d,0} = e^{−γ|t−t′|} x·x′/N0``,
     ``K^{d,l} = m(t,t′) K̇^l K^{d,l−1} + e^{−γ|t−t′|} K^l``.
@@ -207,8 +207,8 @@ def _one_time(x1, x2, variance, L, activation, device):
 def k_gp(x1, x2=None, *, L, activation, sigma_sq, device=None):
     """Equilibrium NNGP kernel ``K_GP = K^L`` with weights ``~ N(0, σ²)`` (``m ≡ σ²``), shape ``(n1, n2)``.
 
-    formulas.md section 5, "Limits"; NDK paper Eq. 17-18 (``K_GP`` of the last hidden layer, without the readout
-    variance: the output prior covariance is ``σ² K_GP``).
+    NDK paper Eq. 17-18; book Chapter 6, section "The two limits" (``K_GP`` of the last hidden layer, without the
+    readout variance: the output prior covariance is ``σ² K_GP``).
     """
     check_hyper(L=L, activation=activation, sigma_sq=sigma_sq)
     return _one_time(x1, x2, sigma_sq, L, activation, device).nngp
@@ -227,8 +227,8 @@ def ntk0(x1, x2=None, *, L, activation, sigma0_sq, device=None):
 def stationary_kernels(x1, x2=None, tau=0.0, *, L, activation, sigma_sq, T, device=None):
     """Equilibrium two-time kernels as functions of the lag ``τ = |t − t′|``, each ``(len(tau), n1, n2)``.
 
-    formulas.md section 5 at ``t, t′ ≫ σ²/T``: ``m(t,t) = σ²``, ``m(t,t′) = σ² e^{−γτ}``. The ``nngp`` field is the
-    drift kernel ``k^L(τ)`` of formulas.md section 5 ("Representational drift"; paper Eq. 19), with
+    NDK paper Eq. 9 (book Chapter 6) at ``t, t′ ≫ σ²/T``: ``m(t,t) = σ²``, ``m(t,t′) = σ² e^{−γτ}``. The ``nngp``
+    field is the drift kernel ``k^L(τ)`` of book Chapter 7 ("Representational drift"; paper Eq. 19), with
     ``k^L(0) = K_GP``; the ``ndk`` field is ``K^{d,L}(τ)`` of paper Eq. 17.
     """
     check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, T=T)
@@ -277,8 +277,8 @@ def _gauss_legendre(n, like):
 def ntk_limit(x_train, y, x_test, times, *, L, activation, sigma0_sq, device=None):
     """Low-``T`` (gradient-driven phase) mean predictor ``k_NTKᵀ K_NTK⁻¹ (I − e^{−K_NTK t}) y``, shape ``(G, n_test)``.
 
-    NDK paper Eq. 16 (formulas.md section 5, "Limits"), with ``K_NTK = K^d(0,0)`` from :func:`ntk0`; valid for
-    ``t = O(1)`` and ``T → 0``. Computed in the eigenbasis of ``K_NTK`` with ``(1 − e^{−λt})/λ`` (→ ``t`` as λ → 0).
+    NDK paper Eq. 16 (book Chapter 6, section "The two limits"), with ``K_NTK = K^d(0,0)`` from :func:`ntk0`; valid
+    for ``t = O(1)`` and ``T → 0``. Computed in the eigenbasis of ``K_NTK`` with ``(1 − e^{−λt})/λ`` (→ ``t`` as λ → 0).
     ``x_train (P, N0)``, ``y (P,)``, ``x_test (n_test, N0)``, ``times (G,)``.
     """
     x_train, x_test = _inputs(x_train, x_test, device)
@@ -298,8 +298,9 @@ def ntk_limit(x_train, y, x_test, times, *, L, activation, sigma0_sq, device=Non
 def nngp_limit(x_train, y, x_test, *, L, activation, sigma_sq, T, device=None):
     """Long-time (equilibrium) mean predictor ``k_GPᵀ (γ I + K_GP)⁻¹ y`` with ``γ = T/σ²``, shape ``(n_test,)``.
 
-    NDK paper Eq. 18 (formulas.md section 5, "Limits"): the NNGP posterior mean with noise variance ``T`` and prior
-    ``σ² K_GP``. Cholesky; a matrix that is not positive definite raises a ValueError naming its smallest eigenvalue.
+    NDK paper Eq. 18 (book Chapter 6, section "The two limits"): the NNGP posterior mean with noise variance ``T`` and
+    prior ``σ² K_GP``. Cholesky; a matrix that is not positive definite raises a ValueError naming its smallest
+    eigenvalue.
     """
     x_train, x_test = _inputs(x_train, x_test, device)
     alpha = posterior_coefficients(x_train, y, L=L, activation=activation, sigma_sq=sigma_sq, T=T)
@@ -309,7 +310,7 @@ def nngp_limit(x_train, y, x_test, *, L, activation, sigma_sq, T, device=None):
 def posterior_coefficients(x_train, y, *, L, activation, sigma_sq, T, device=None):
     """Coefficients ``α = (γ I + K_GP)⁻¹ y`` of the equilibrium (NNGP) mean predictor, shape ``(P,)``.
 
-    NDK paper Eqs. 18-21 (formulas.md section 5): every equilibrium-time predictor (:func:`nngp_limit`, the drift
+    NDK paper Eqs. 18-21 (book Chapters 6 and 7): every equilibrium-time predictor (:func:`nngp_limit`, the drift
     predictor of :mod:`ntkcore.drift`) is ``κ(x)ᵀ α`` for some kernel row ``κ``; ``γ = T/σ²``. Cholesky; a matrix
     that is not positive definite raises a ValueError naming its smallest eigenvalue. ``x_train (P, N0)``, ``y (P,)``.
     """
@@ -333,8 +334,9 @@ def time_grid(t_max, *, h_first, h_max, growth=1.15):
     """Graded time grid for the mean-predictor equations: ``0, h_first, …`` with steps growing by ``growth`` up to
     ``h_max``, then uniform up to ``t_max`` (the last step is shortened to end exactly at ``t_max``).
 
-    Two time scales (formulas.md section 5, "Time scales"): the gradient-driven phase needs steps ``≪ 1/λ_max(K_NTK)``
-    at ``t ≈ 0``; the diffusive phase only steps ``≪ σ²/T``. Returns a float64 tensor ``(G,)``.
+    Two time scales (book Chapter 6, section "Time scales: temperature, initialization and regularization"): the
+    gradient-driven phase needs steps ``≪ 1/λ_max(K_NTK)`` at ``t ≈ 0``; the diffusive phase only steps ``≪ σ²/T``.
+    Returns a float64 tensor ``(G,)``.
     """
     t_max = check_real(t_max, "t_max", low=0.0, low_open=True)
     h = check_real(h_first, "h_first", low=0.0, low_open=True)
@@ -362,7 +364,7 @@ def default_time_grid(x_train, t_max, *, L, activation, sigma0_sq, sigma_sq, T, 
 
 def mean_predictor(x_train, y, x_test, t_max=None, *, L, activation, sigma0_sq, sigma_sq, T, times=None,
                    resolution=1.0, device=None):
-    """Solve the mean-predictor equations (NDK paper Eqs. 14-15; formulas.md section 5):
+    """Solve the mean-predictor equations (NDK paper Eqs. 14-15; book Chapter 6):
 
         E f_train(t) = ∫₀ᵗ K^d(t,t′) (y − E f_train(t′)) dt′          (P×P kernel on the training inputs)
         E f(x, t)    = ∫₀ᵗ k^d(t,t′)ᵀ (y − E f_train(t′)) dt′         (test rows against the training inputs)

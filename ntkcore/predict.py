@@ -1,9 +1,10 @@
 """Predictions from kernels: kernel (ridge) regression, gradient flow over time, the NNGP posterior.
 
-Formulas of formulas.md section 3 (gradient flow in the kernel regime) and section 4 (kernel ridge regression as
-the limit of RDI/AUX training). Every function takes numpy arrays or torch tensors and returns torch tensors on
-the device and in the dtype of its first kernel argument (numpy input: float64). Targets ``y`` may be a vector
-``(n,)`` or a matrix ``(n, O)`` of O outputs; predictions keep that trailing shape.
+Formulas of book Chapter 3, "Lazy training" (gradient flow in the kernel regime), and Chapter 5, "Noisy labels: RDI and
+AUX as kernel ridge regression" (kernel ridge regression as the limit of RDI/AUX training; Hu, Li, Yu 2020). Every
+function takes numpy arrays or torch tensors and returns torch tensors on the device and in the dtype of its first
+kernel argument (numpy input: float64). Targets ``y`` may be a vector ``(n,)`` or a matrix ``(n, O)`` of O outputs;
+predictions keep that trailing shape.
 
 Linear solves use a Cholesky factorization. A kernel matrix that is not positive definite raises a ValueError
 that names its smallest eigenvalue; ``jitter`` (added to the diagonal) is the usual remedy.
@@ -83,7 +84,7 @@ def _solve(k_train_train, rhs, name, jitter):
 # ---------------------------------------------------------------------------------------------------------------
 
 def kernel_ridge(k_test_train, k_train_train, y, ridge: float, *, jitter: float = 0.0) -> torch.Tensor:
-    """Kernel ridge regression ``f(x) = k(x, X) (K + ridge I)⁻¹ y`` (formulas.md section 4; Hu, Li, Yu 2020).
+    """Kernel ridge regression ``f(x) = k(x, X) (K + ridge I)⁻¹ y`` (book Chapter 5; Hu, Li, Yu 2020).
 
     k_test_train ``(n_test, n)``, k_train_train ``(n, n)`` symmetric positive (semi)definite, y ``(n,)`` or
     ``(n, O)``, ridge ≥ 0 (the λ of RDI/AUX). ``jitter`` ≥ 0 is added to the diagonal as well, for numerical
@@ -100,7 +101,7 @@ def kernel_ridge(k_test_train, k_train_train, y, ridge: float, *, jitter: float 
 
 def kernel_regression(k_test_train, k_train_train, y, *, jitter: float = 0.0) -> torch.Tensor:
     """Kernel regression ``f_∞(x) = k(x, X) K⁻¹ y``: the end point of gradient flow from zero outputs
-    (formulas.md section 3). Shapes and errors as :func:`kernel_ridge` with ``ridge=0``."""
+    (book Chapter 3). Shapes and errors as :func:`kernel_ridge` with ``ridge=0``."""
     return kernel_ridge(k_test_train, k_train_train, y, 0.0, jitter=jitter)
 
 
@@ -171,7 +172,7 @@ def gradient_flow(k_train_train, y, times, *, k_test_train=None, u0=None, f0_tes
                   learning_rate: float | None = None) -> Flow:
     """Outputs of a model trained by gradient flow (or descent) on ``½‖u − y‖²`` in the kernel regime.
 
-    formulas.md section 3: ``du/dt = −H(u − y)`` with ``H = k_train_train = Σ λ_i v_i v_iᵀ``, so that
+    Book Chapter 3: ``du/dt = −H(u − y)`` with ``H = k_train_train = Σ λ_i v_i v_iᵀ``, so that
     ``u(t) = u0 + V (I − e^(−Λt)) Vᵀ (y − u0)`` and, on test inputs,
     ``f_t(x) = f0(x) + k(x, X) V Λ⁻¹ (I − e^(−Λt)) Vᵀ (y − u0)`` (``Λ⁻¹(I − e^(−Λt))`` taken as ``t`` where
     λ = 0). One eigendecomposition; exact at any t. With ``learning_rate=η`` the model is discrete gradient
@@ -207,10 +208,10 @@ def gradient_flow(k_train_train, y, times, *, k_test_train=None, u0=None, f0_tes
 def training_loss_curve(k_train_train, y, times, *, u0=None, learning_rate: float | None = None) -> torch.Tensor:
     """Training loss ``½‖u(t) − y‖² = ½ Σ_i e^(−2λ_i t) (v_iᵀ(y − u0))²`` along gradient flow, ``(T,)``.
 
-    formulas.md section 3 states the sum without the ½ (that is ``‖u − y‖²``); this function returns the loss
-    itself, ``½‖u − y‖²``, the quantity gradient flow decreases. Summed over output columns for ``y`` ``(n, O)``.
-    With ``learning_rate=η``: gradient descent, ``(1 − ηλ)^(2k)`` and ``times`` are step counts. Arguments as
-    :func:`gradient_flow`.
+    Book Chapter 4 (training loss along eigenvectors) states the sum without the ½ (that is ``‖u − y‖²``); this function
+    returns the loss itself, ``½‖u − y‖²``, the quantity gradient flow decreases. Summed over output columns for ``y``
+    ``(n, O)``. With ``learning_rate=η``: gradient descent, ``(1 − ηλ)^(2k)`` and ``times`` are step counts. Arguments
+    as :func:`gradient_flow`.
     """
     _, _, t, eta, lam, _, coef = _flow_setup(k_train_train, y, times, u0, learning_rate)
     weight = coef * coef if coef.ndim == 1 else (coef * coef).sum(dim=1)

@@ -1,7 +1,7 @@
 """Gradient-descent training loops: plain, RDI and AUX, with the MSE or cross-entropy loss.
 
-The three training rules of Hu, Li and Yu (2020) for learning with noisy labels (formulas.md section 4; book
-chapter 5, *Noisy labels*). With per-example loss ``ℓ`` (``ℓ(u, y) = ½‖u − y‖²`` for ``"mse"``, the softmax
+The three training rules of Hu, Li and Yu (2020) for learning with noisy labels (book chapter 5, *Noisy labels: RDI and
+AUX as kernel ridge regression*). With per-example loss ``ℓ`` (``ℓ(u, y) = ½‖u − y‖²`` for ``"mse"``, the softmax
 cross-entropy for ``"cross_entropy"``) and trainable parameters ``w``:
 
 * ``"plain"``: ``L(w) = Σ_i ℓ(f(w, x_i), ỹ_i)``;
@@ -10,7 +10,7 @@ cross-entropy for ``"cross_entropy"``) and trainable parameters ``w``:
   ``b_i ∈ R^O`` (O outputs), ``b(0) = 0``, trained together with ``w`` and not used at test time.
 
 Losses are *sums* over examples, as in the lecture: plain full-batch gradient descent with step ``lr`` on the MSE
-loss is then the Euler discretization of ``du/dt = −H(u − y)`` with time ``t = lr · step`` (formulas.md section 3).
+loss is then the Euler discretization of ``du/dt = −H(u − y)`` with time ``t = lr · step`` (book Chapter 3).
 In the kernel regime both RDI and AUX converge to kernel ridge regression ``f(x) = k(x, X)(H + λI)⁻¹ỹ`` (applied to
 the residual ``ỹ − f(w(0), X)`` when the initial outputs are not zero): for AUX the Jacobian with respect to
 ``(w, b)`` is ``[J, √λ I]``, so the tangent kernel of the training outputs is ``H + λI``.
@@ -43,8 +43,8 @@ MONITORS = ("auto", "val_accuracy", "val_loss")
 class Centered(nn.Module):
     """``g(x; w) = f(x; w) − f(x; w(0))``: a model minus its own initial function, so its outputs start at zero.
 
-    The kernel-regime formulas assume ``u(0) = 0`` (formulas.md section 3: ``f_t(x) = k(x, X)H⁻¹(I − e^{−Ht})y``;
-    section 4: ``f(x) = k(x, X)(H + λI)⁻¹ỹ``). A wide network's initial outputs are an O(1) random function
+    The kernel-regime formulas assume ``u(0) = 0`` (book Chapter 3: ``f_t(x) = k(x, X)H⁻¹(I − e^{−Ht})y``;
+    Chapter 5: ``f(x) = k(x, X)(H + λI)⁻¹ỹ``). A wide network's initial outputs are an O(1) random function
     instead; subtracting a frozen copy of the network at initialization removes it without changing the tangent
     kernel (the copy has no trainable parameters), so ``g`` trains exactly like ``f`` but from ``g(·; w(0)) = 0``.
     The wrapped model (:attr:`model`) is trained; the frozen copy (:attr:`initial`) costs one extra forward pass
@@ -186,7 +186,7 @@ def _outputs(out: torch.Tensor, y: torch.Tensor, loss: str, name: str) -> torch.
 def per_example_loss(outputs: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
     """Per-example loss ``ℓ``, shape (n,): ``½‖u_i − y_i‖²`` for ``"mse"`` (outputs and targets of equal shape,
     (n,) or (n, O)), softmax cross-entropy ``−log softmax(u_i)[y_i]`` for ``"cross_entropy"`` (logits (n, C),
-    integer targets (n,)). The training objectives of formulas.md section 4 sum it over examples."""
+    integer targets (n,)). The training objectives of book Chapter 5 sum it over examples."""
     loss = check_choice(loss, "loss", LOSSES)
     if loss == "mse":
         diff = (outputs - targets).reshape(outputs.shape[0], -1)
@@ -242,7 +242,7 @@ def fit(model: nn.Module, x, y, *, loss: str = "mse", method: str = "plain", rid
         lr: float = 1e-2, steps: int = 1000, optimizer: str = "gd", momentum: float = 0.9, batch_size=None,
         record_steps=None, record=None, x_val=None, y_val=None, early_stopping: bool = False, patience=None,
         monitor: str = "auto", seed=0, progress: bool = False) -> TrainResult:
-    """Train ``model`` in place by gradient descent on the plain, RDI or AUX objective (formulas.md section 4).
+    """Train ``model`` in place by gradient descent on the plain, RDI or AUX objective (book Chapter 5).
 
     Parameters
     ----------

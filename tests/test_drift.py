@@ -1,5 +1,5 @@
 """Tests of ntkcore.drift: the representational-drift kernels and predictors of the NDK paper (section 5,
-Eqs. 19-21; formulas.md section 5, "Representational drift"), against Monte Carlo over wide random networks and
+Eqs. 19-21; book Chapter 7, "Representational drift"), against Monte Carlo over wide random networks and
 against Langevin ensembles with the readout frozen at equilibrium."""
 import math
 

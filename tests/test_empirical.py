@@ -173,7 +173,7 @@ def test_inputs_are_cast_to_the_model_dtype():
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("a_dist", ["uniform", "sign"])
 def test_two_layer_ntk_is_the_explicit_formula(device, a_dist):
-    """H(0)_ij = x_iᵀx_j (1/m) Σ_r a_r² σ'(w_rᵀx_i) σ'(w_rᵀx_j) (formulas.md section 2); a is fixed."""
+    """H(0)_ij = x_iᵀx_j (1/m) Σ_r a_r² σ'(w_rᵀx_i) σ'(w_rᵀx_j) (book Chapter 2); a is fixed."""
     m = 300
     net = models.TwoLayerNet(5, m, a_dist=a_dist, seed=6, device=device)
     x = _x(6, 5, device=device)

@@ -1,5 +1,5 @@
 """Tests of ntkcore.langevin: batched Langevin ensembles in the NDK paper's parameterization, against the
-mean-predictor theory of ntkcore.ndk (formulas.md section 5)."""
+mean-predictor theory of ntkcore.ndk (NDK paper; book Chapter 6)."""
 import math
 
 import pytest
@@ -92,7 +92,7 @@ def test_simulate_shapes_seeding_and_recording(device):
 
 def test_frozen_readout_and_pure_diffusion_of_hidden_weights():
     """After the freeze the readout stays fixed; without the loss gradient the hidden weights are an
-    Ornstein-Uhlenbeck process whose variance relaxes as σ² + (σ0² − σ²) e^{−2γt} (formulas.md section 5)."""
+    Ornstein-Uhlenbeck process whose variance relaxes as σ² + (σ0² − σ²) e^{−2γt} (NDK paper Eq. 9; book Chapter 6)."""
     x, y, xt = orthogonal_dataset()
     T, s0, s = 0.5, 2.0, 1.0
     times = [0.0, 0.5, 2.0]

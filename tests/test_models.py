@@ -1,4 +1,5 @@
-"""Tests for ntkcore.models: the parameterizations of formulas.md sections 1-2, seeding, and linearize."""
+"""Tests for ntkcore.models: the parameterizations of the book (appendix "Closed-form kernels and conventions",
+section "Fully connected networks"; Chapter 2), seeding, and linearize."""
 import math
 
 import pytest

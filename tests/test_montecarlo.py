@@ -1,9 +1,10 @@
 """Analytic kernels against independent Monte Carlo over random finite networks.
 
 The empirical NNGP and NTK of ``models.MLP`` (NTK parameterization), averaged over independent initializations,
-must agree with ``kernels.fc`` (formulas.md section 1) within a tolerance taken from the ensemble's standard error;
-the deviation of a single network shrinks like ``width^(-1/2)``. The lecture's two-layer network must average to
-``kernels.two_layer_limit`` (formulas.md section 2). Everything is float64 on the CPU with the layerwise NTK.
+must agree with ``kernels.fc`` (book appendix "Closed-form kernels and conventions", section "Fully connected
+networks") within a tolerance taken from the ensemble's standard error; the deviation of a single network shrinks
+like ``width^(-1/2)``. The lecture's two-layer network must average to ``kernels.two_layer_limit`` (book Chapter 2).
+Everything is float64 on the CPU with the layerwise NTK.
 
 Why 5 standard errors is a fair bound: for one hidden layer the ensemble mean is an unbiased estimate of the analytic
 kernel at any width (h¹ is exactly Gaussian and the readout weights are independent of it); for two hidden layers the
@@ -77,7 +78,7 @@ def test_single_network_deviation_shrinks_like_inverse_sqrt_width():
 
 
 def test_two_layer_ensemble_matches_lecture_limit():
-    """Mean of H(0) over 50 TwoLayerNets of width 1024 ≈ H* = x_iᵀx_j E[σ'σ'] E[a²] (formulas.md section 2)."""
+    """Mean of H(0) over 50 TwoLayerNets of width 1024 ≈ H* = x_iᵀx_j E[σ'σ'] E[a²] (book Chapter 2)."""
     x = _inputs()
     x = x / x.norm(dim=1, keepdim=True)
     samples = torch.stack([empirical.ntk(models.TwoLayerNet(DIM, WIDTH, seed=s), x) for s in range(N_NETS)])

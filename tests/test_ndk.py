@@ -1,4 +1,5 @@
-"""Tests of ntkcore.ndk: two-time kernels, the NDK, the mean-predictor solver and its limits (formulas.md section 5)."""
+"""Tests of ntkcore.ndk: two-time kernels, the NDK, the mean-predictor solver and its limits (NDK paper; book
+Chapter 6)."""
 import math
 
 import pytest

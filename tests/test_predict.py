@@ -74,7 +74,7 @@ def test_flow_from_zero_matches_kernel_regression_and_loss():
     loss = predict.training_loss_curve(k, y, times)
     torch.testing.assert_close(loss, 0.5 * ((flow.train - y) ** 2).sum(dim=1), rtol=1e-10, atol=1e-12)
     assert bool((loss[1:] <= loss[:-1]).all())
-    # f_t(x) = k(x, X) H⁻¹ (I − e^(−Ht)) y, formulas.md section 3, with a dense matrix exponential
+    # f_t(x) = k(x, X) H⁻¹ (I − e^(−Ht)) y, book Chapter 3, with a dense matrix exponential
     t = 1.0
     expected = kx @ torch.linalg.solve(k, (torch.eye(8, dtype=torch.float64) - torch.matrix_exp(-t * k)) @ y)
     torch.testing.assert_close(flow.test[2], expected, rtol=1e-9, atol=1e-10)

@@ -32,7 +32,7 @@ def test_plain_gd_matches_discrete_closed_form(device):
     f0_test = model(x_test)[:, 0].detach()
     res = train.fit(model, x, y, lr=lr, steps=steps, record_steps=range(0, steps + 1, 5),
                     record={"test": lambda m: m(x_test)[:, 0]})
-    # Closed form (formulas.md section 3, discrete GD): u_k − y = (I − ηH)^k (u_0 − y), and on test inputs
+    # Closed form (book Chapter 3, discrete GD): u_k − y = (I − ηH)^k (u_0 − y), and on test inputs
     # f_k(x) = f_0(x) + k(x, X) H⁻¹ (I − (I − ηH)^k)(y − u_0) with k(x, X) = x Xᵀ.
     h = x @ x.T
     evals, evecs = torch.linalg.eigh(h)
@@ -63,7 +63,7 @@ def test_rdi_and_aux_converge_to_kernel_ridge(device, method, outputs):
     assert float(lr * (torch.linalg.eigvalsh(h).max() + ridge)) < 2.0
     res = train.fit(model, x, y, method=method, ridge=ridge, lr=lr, steps=250,
                     record={"test": lambda m: m(x_test)})
-    # Fixed point (formulas.md section 4): f(x) = f_0(x) + k(x, X)(H + λI)⁻¹(ỹ − u_0), H = X Xᵀ.
+    # Fixed point (book Chapter 5): f(x) = f_0(x) + k(x, X)(H + λI)⁻¹(ỹ − u_0), H = X Xᵀ.
     coef = torch.linalg.solve(h + ridge * torch.eye(len(x), dtype=h.dtype, device=device), y2 - u0)
     expected = f0_test + x_test @ x.T @ coef
     np.testing.assert_allclose(res.records["test"][-1], expected.cpu().numpy(), rtol=1e-9, atol=1e-11)

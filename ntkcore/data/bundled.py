@@ -2,8 +2,9 @@
 
 - :func:`digits`: handwritten digits, 1,797 grey images of 8×8 pixels (values 0..16, rescaled here to [0, 1]),
   classes 0..9; the offline stand-in for MNIST.
-- :func:`iris`, :func:`wine`, :func:`breast_cancer`: three of the UCI sets of Arora et al. 2020
-  (formulas.md section 6), raw features (use ``preprocess=("standardize",)`` as their protocol does).
+- :func:`iris`, :func:`wine`, :func:`breast_cancer`: three of the UCI sets of Arora et al. 2020 ("Harnessing the
+  power of infinitely wide deep nets on small-data tasks"), raw features (use ``preprocess=("standardize",)`` as
+  their protocol does).
 
 These sets have no official test split: train and test are disjoint, seeded, class-balanced draws from the
 same pool (:func:`ntkcore.data.subset.draw`).

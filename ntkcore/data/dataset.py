@@ -6,10 +6,10 @@ A :class:`Dataset` holds a train/test split. It unpacks like a tuple, so a chapt
 >>> x_train, y_train, x_test, y_test = data.digits(classes=(0, 1), n_train=100, n_test=50, seed=0)
 
 Label coding (``labels=`` of every loader): with ``"auto"``, a two-class problem gets float labels ±1
-(the first entry of ``classes`` is −1, the second +1; the kernel chapters regress on ±1, formulas.md
-sections 3 and 5), and more classes get integer labels 0..C−1 in the order of ``classes``. ``"index"``
-forces 0..C−1, ``"signed"`` forces ±1 (two classes only). :func:`one_hot` turns integer labels into the
-(centred) one-hot targets of MSE training (formulas.md section 4).
+(the first entry of ``classes`` is −1, the second +1; the kernel chapters regress on ±1, book Chapters 3
+and 6), and more classes get integer labels 0..C−1 in the order of ``classes``. ``"index"`` forces 0..C−1,
+``"signed"`` forces ±1 (two classes only). :func:`one_hot` turns integer labels into the (centred) one-hot
+targets of MSE training (book Chapter 5; Hu, Li, Yu 2020).
 """
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def one_hot(y, n_classes: int | None = None, *, centred: bool = False):
     """One-hot targets of shape (n, C) from integer labels ``y`` of shape (n,) in 0..C−1.
 
     ``centred=True`` subtracts 1/C from every entry, so each row sums to 0 (the zero-mean targets of MSE
-    training on many classes, e.g. the noisy-label chapter, formulas.md section 4). Numpy in, float64
+    training on many classes, e.g. the noisy-label chapter, book Chapter 5). Numpy in, float64
     numpy out; a tensor in, a tensor of the default float dtype out, on the same device.
     """
     is_tensor = isinstance(y, torch.Tensor)

@@ -1,4 +1,4 @@
-"""Label noise for the noisy-label chapter (Hu, Li, Yu 2020; formulas.md section 4).
+"""Label noise for the noisy-label chapter (book Chapter 5; Hu, Li, Yu 2020).
 
 A transition matrix ``P`` (C×C) has ``P[i, j] = Pr[class j becomes class i]``: each column is a probability
 vector (non-negative, sums to 1). Symmetric noise with flip probability ``p`` is the matrix

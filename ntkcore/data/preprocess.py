@@ -6,9 +6,10 @@ Steps, applied in the order given (``preprocess=("centre", "unit_norm")`` centre
 - ``"standardize"``: subtract the training mean and divide by the training standard deviation of each
   feature; features constant on the training set (e.g. the always-blank border pixels of digits) are only
   centred.
-- ``"unit_norm"``: scale every row to Euclidean norm 1 (the ``‖x‖ = 1`` of Du et al., formulas.md section 2).
-- ``"dim_norm"``: scale every row to norm √d, so that ``x·x/d = 1`` (the ``q⁰ = x·x′/N0`` of formulas.md
-  sections 1 and 5 is then 1 on the diagonal).
+- ``"unit_norm"``: scale every row to Euclidean norm 1 (the ``‖x‖ = 1`` of Du et al., book Chapter 2).
+- ``"dim_norm"``: scale every row to norm √d, so that ``x·x/d = 1`` (the input overlap ``x·x′/d`` of the first
+  layer, book appendix "Closed-form kernels and conventions", section "Fully connected networks", and the
+  ``q⁰ = x·x′/N0`` of book Chapter 6 are then 1 on the diagonal).
 
 Rows are flattened for the statistics; the output keeps the input's shape.
 """

@@ -26,7 +26,7 @@ def orthogonal_synthetic(n_train=4, n_test=None, *, overlap=0.5, dim=None, seed=
     test points that overlap exactly one training input.
 
     Training inputs ``x_μ`` (μ = 1..P, P = ``n_train``) are orthogonal, with ``‖x_μ‖² = N0`` (``dim``), so that
-    ``q⁰(x, x) = x·x/N0 = 1`` in the kernel recursion (formulas.md sections 1 and 5); labels are seeded
+    ``q⁰(x, x) = x·x/N0 = 1`` in the kernel recursion (NDK paper Eqs. 11-13; book Chapter 6); labels are seeded
     fair coin flips ±1. Test point j overlaps training input ``k_j = j mod P`` and is orthogonal to the others:
 
         x_test_j = ρ x_{k_j} + √(1 − ρ²) √N0 u_j,      label y_{k_j},
@@ -82,7 +82,7 @@ def two_gaussians(n_train=100, n_test=100, *, dim=2, separation=2.0, std=1.0, se
 def sphere(n_train=100, n_test=100, *, dim=3, target=None, seed=0, torch=False, device=None,
            dtype=None) -> Dataset:
     """Points uniform on the unit sphere ``S^{dim−1}`` (normalized Gaussians; ``‖x‖ = 1`` as in Du et al.,
-    formulas.md section 2), x of shape (n, dim).
+    book Chapter 2), x of shape (n, dim).
 
     Labels: ``target(x)`` (a function from an (n, dim) array to (n,) values) if given, else ``sign(w·x)`` for
     a seeded teacher ``w`` on the sphere (stored in ``meta["teacher"]``), which gives ±1 labels.

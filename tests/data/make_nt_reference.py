@@ -8,7 +8,8 @@ virtual environment, outside the project's::
     /tmp/ntvenv/bin/python tests/data/make_nt_reference.py
 
 The stored file was produced with Python 3.11, jax 0.4.30, jaxlib 0.4.30, neural-tangents 0.6.5, numpy 2.4,
-in float64 (``jax_enable_x64``). The network is formulas.md section 1:
+in float64 (``jax_enable_x64``). The network is that of book appendix "Closed-form kernels and conventions", section
+"Fully connected networks":
 ``stax.serial(*[Dense(1, W_std=σw, b_std=σb), φ] * depth, Dense(1, W_std=σw, b_std=σb))``.
 
 Each case is stored under ``"{activation}_d{depth}_w{weight_var}_b{bias_var}_{nngp|ntk}_{same|cross}"``:
