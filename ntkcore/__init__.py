@@ -5,7 +5,10 @@ Modules (imported lazily, so ``import ntkcore`` stays fast):
 
     device     choose the device and dtype once (argument or the NTKCORE_DEVICE environment variable)
     data       offline datasets, opt-in loaders with a cache, label noise
-    kernels    analytic NNGP/NTK kernels of fully connected networks; the lecture's two-layer kernels
+    activations  the one registry of activations: φ, φ′, modules, Gaussian expectations (closed forms, quadrature)
+    layers     composable layers (dense, convolution, pooling, graph aggregation, activations, serial/parallel), each
+               with its infinite-width kernel transform and its finite-width module
+    kernels    analytic kernels built on layers: fully connected, CNTK, GNTK; the lecture's two-layer kernels
     empirical  finite-width NTK and NNGP of any torch model
     models     networks in the parameterizations the book uses
     predict    kernel (ridge) regression, gradient-flow predictions over time, NNGP posterior
@@ -25,8 +28,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "device", "data", "kernels", "empirical", "models", "predict", "bounds", "train", "langevin", "ndk", "drift",
-    "early_stopping", "stats", "plot",
+    "device", "data", "activations", "layers", "kernels", "empirical", "models", "predict", "bounds", "train",
+    "langevin", "ndk", "drift", "early_stopping", "stats", "plot",
 )
 __all__ = ["__version__", *_SUBMODULES]
 

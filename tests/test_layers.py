@@ -11,6 +11,7 @@ import torch
 
 from ntkcore import empirical, layers as L
 from ntkcore.device import available_devices
+from ntkcore.layers._state import Pool
 
 REFERENCE = pathlib.Path(__file__).parent / "data" / "nt_layers_reference.npz"
 DEVICES = available_devices()
@@ -222,6 +223,19 @@ def test_fan_in_sum_of_residual_block_is_the_sum_of_its_branches():
     k = res.kernel(x)
     torch.testing.assert_close(k.nngp, k_branch.nngp + k_skip.nngp, rtol=1e-12, atol=0)
     torch.testing.assert_close(k.ntk, k_branch.ntk + k_skip.ntk, rtol=1e-12, atol=0)
+
+
+def test_pool_hands_out_each_tensor_once_and_never_a_view():
+    """The pairs path reuses its large tensors through a pool: a tensor given back twice is pooled once, views and
+    slices are never pooled (they share memory with a live tensor)."""
+    pool = Pool()
+    like = torch.zeros(1, dtype=torch.float64)
+    a = pool.take((3, 4), like)
+    pool.give(a, a)
+    pool.give(a.view(12)[2:], torch.zeros(4, 4)[1:])
+    b, c = pool.take((12,), like), pool.take((2, 6), like)
+    assert b.data_ptr() == a.data_ptr() and c.data_ptr() != a.data_ptr() and b.shape == (12,)
+    assert pool.take((4, 3), torch.zeros(1, dtype=torch.float32)).dtype == torch.float32
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ class Serial(Layer):
         self.image_pairs = any(leaf.image_pairs for leaf in self._leaves())
         self._steps = self._compile()
         # _pairs_after[i]: whether a step after step i needs all pairs of image positions
-        needs = [any(leaf.image_pairs for leaf in _step_leaves(step)) for step in self._steps]
+        needs = [any(leaf.image_pairs for leaf in step._leaves()) for step in self._steps]
         self._pairs_after = [any(needs[i + 1:]) for i in range(len(needs))]
 
     def _compile(self):
@@ -178,7 +178,9 @@ class Serial(Layer):
         device : where to compute (default: the device of ``x1``, see :func:`ntkcore.device.resolve`).
         max_memory : bound in bytes on the intermediates of a block of pairs (default 256 MiB); the outputs
             come on top of it.
-        block_size : fully connected networks only: rows of ``x1`` per panel (see :func:`ntkcore.kernels.fc`).
+        block_size : rows of ``x1`` per panel for fully connected networks (see :func:`ntkcore.kernels.fc`);
+            examples per side of a tile of pairs otherwise (default: as many as ``max_memory`` allows, at most a
+            cache-sized tile on the CPU).
         """
         from ._execute import kernel
 
@@ -224,10 +226,6 @@ class _Run(Layer):
 
     def _leaves(self):
         return iter(self.layers)
-
-
-def _step_leaves(step):
-    return step._leaves()
 
 
 def serial(*layers) -> Serial:

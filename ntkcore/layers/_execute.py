@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .._checks import as_tensor, check_int
+from .._checks import as_tensor, check_int, inputs
 from . import _entrywise
 from ._base import branches
 from ._state import GRAPH, IMAGE, VECTOR, Kernels, Layout, Pairs, Pool, Recorder, Replay, Shape, Side
@@ -67,18 +67,12 @@ class Examples:
         return None, Side(a[None], None if mask is None else layout.side2(mask), count[None])
 
 
-_IMAGE_LAYOUT = "images must be (n, C, H, W) arrays (torch's layout"
-
-
-def _images(x, name, device, dtype):
-    t = as_tensor(x, name, device=device, dtype=dtype)
-    if t.ndim != 4:
-        raise ValueError(f"{name} must be images (n, C, H, W), got shape {tuple(t.shape)}")
-    _, c, h, w = t.shape
+def _channels_first(x: torch.Tensor, name: str) -> None:
+    """Refuse images that look channels-last, ``(n, H, W, C)`` with a square ``H × W`` and at most 4 channels."""
+    _, c, h, w = x.shape
     if w <= 4 and w < c and c == h:
-        raise ValueError(f"{name} has shape {tuple(t.shape)}, which looks like channels-last images (n, H, W, C); "
-                         f"{_IMAGE_LAYOUT}): pass x.permute(0, 3, 1, 2)")
-    return t
+        raise ValueError(f"{name} has shape {tuple(x.shape)}, which looks like channels-last images (n, H, W, C); "
+                         "images must be (n, C, H, W) as in torch: pass x.permute(0, 3, 1, 2)")
 
 
 def _graph_list(xs, adjacency, name, adj_name, device, dtype):
@@ -91,7 +85,7 @@ def _graph_list(xs, adjacency, name, adj_name, device, dtype):
     feats, adjs = [], []
     for i, (xi, ai) in enumerate(zip(xs, adjacency)):
         f = as_tensor(xi, f"{name}[{i}]", ndim=2, device=device if i == 0 else feats[0].device,
-                         dtype=dtype if i == 0 else feats[0].dtype)
+                      dtype=dtype if i == 0 else feats[0].dtype)
         if feats and f.shape[1] != feats[0].shape[1]:
             raise ValueError(f"{name}[{i}] must have the {feats[0].shape[1]} node features of {name}[0], got "
                              f"shape {tuple(f.shape)}")
@@ -154,24 +148,16 @@ def read_inputs(x1, x2, adjacency, device):
             side2 = Examples(xb, ab, maskb)
         return side1, side2, Shape(GRAPH, x.shape[2], (None,))
     x = as_tensor(x1, "x1", device=device)
-    if x.ndim == 4:
-        x = _images(x, "x1", device, None)
-        shape = Shape(IMAGE, x.shape[1], tuple(x.shape[2:]))
-    elif x.ndim == 2:
-        shape = Shape(VECTOR, x.shape[1], ())
-    elif x.ndim == 3:
+    if x.ndim == 3:
         raise ValueError(f"x1 of shape {tuple(x.shape)} looks like graphs (n, N, C): pass their adjacency")
-    else:
+    if x.ndim not in (2, 4):
         raise ValueError(f"x1 must be vectors (n, d), images (n, C, H, W) or graphs (n, N, C), got shape "
                          f"{tuple(x.shape)}")
-    side2 = None
-    if x2 is not None:
-        xb = as_tensor(x2, "x2", device=x.device, dtype=x.dtype)
-        if xb.shape[1:] != x.shape[1:] or xb.ndim != x.ndim:
-            what = "feature dimension" if x.ndim == 2 else "per-example shape"
-            raise ValueError(f"x2 must have the {what} of x1 ({tuple(x.shape[1:])}), got shape {tuple(xb.shape)}")
-        side2 = Examples(xb)
-    return Examples(x), side2, shape
+    x, xb = inputs(x, x2, ndim=x.ndim)
+    if x.ndim == 4:
+        _channels_first(x, "x1")
+    shape = Shape(IMAGE, x.shape[1], tuple(x.shape[2:])) if x.ndim == 4 else Shape(VECTOR, x.shape[1], ())
+    return Examples(x), None if xb is None else Examples(xb), shape
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -275,14 +261,14 @@ def entrywise_kernel(x1, x2, units, want_nngp, want_ntk, block_size, max_memory)
             torch.addmm(torch.full((), bv0, dtype=x1.dtype, device=x1.device), xr, xb[begin:].T,
                         beta=1.0 if bv0 else 0.0, alpha=wv0 / d, out=panel)
             edges = ([i] if symmetric else []) + list(range(rows.stop if symmetric else 0, n2, tile_cols)) + [n2]
+            row_vars = [v.map(lambda t: t[rows, None]) for v in q1]
             for j, stop in zip(edges[:-1], edges[1:]):
                 cols = slice(j, stop)
                 k = panel[:, j - begin: stop - begin]
                 buffers = [t[: k.numel()].view(k.shape) for t in tiles]
                 on_diagonal = symmetric and j == i
-                va = iter([v.map(lambda t: t[rows, None]) for v in q1])
-                vb = iter([v.map(lambda t: t[None, cols]) for v in q2])
-                results = _entrywise.run(k, k if init_theta else None, rest, lambda _: (next(va), next(vb)),
+                pairs = iter(list(zip(row_vars, [v.map(lambda t: t[None, cols]) for v in q2])))
+                results = _entrywise.run(k, k if init_theta else None, rest, lambda _: next(pairs),
                                          diag=_tile_diagonal if on_diagonal else None, want_ntk=want_ntk,
                                          buffers=buffers)
                 if want_ntk and results[1] is None:
