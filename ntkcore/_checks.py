@@ -85,10 +85,13 @@ def inputs(x1, x2=None, *, ndim=2, device=None, dtype=None, nonempty: bool = Fal
 
 
 def labels(y, n: int, *, like: torch.Tensor, name: str = "y", ndim=1, of: str = "training input") -> torch.Tensor:
-    """Labels or targets with one row per input (``n`` of them), on ``like``'s device and in its dtype."""
+    """Labels or targets with one row per input (``n`` of them) and, if they have more than one axis, at least one
+    column, on ``like``'s device and in its dtype."""
     t = as_tensor(y, name, ndim=ndim, device=like.device, dtype=like.dtype)
     if t.shape[0] != n:
         raise ValueError(f"{name} must have {n} rows, one per {of}, got shape {tuple(t.shape)}")
+    if t.ndim > 1 and t[0].numel() == 0:
+        raise ValueError(f"{name} must have at least one column (output), got shape {tuple(t.shape)}")
     return t
 
 

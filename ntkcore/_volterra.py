@@ -2,6 +2,10 @@
 
     f(t) = ∫₀ᵗ K(t, t′) r(t′) dt′,   r = y − f_train          (K: (n_out, P) matrices, f: (n_out,), r: (P,))
 
+With labels of M outputs (``y`` of shape ``(P, M)``, NDK paper Eqs. 14-15 for each output) the kernel is shared and
+the equations decouple column by column: ``f`` is ``(n_out, M)`` and ``r`` is ``(P, M)``, and every kernel
+evaluation and every P×P implicit solve serves all M columns at once (M right-hand sides).
+
 The two time scales of the problem separate cleanly: the residual ``r`` changes on the fast scale ``1/λ(K_NTK)``
 early on, the kernel only on the slow scale ``σ²/T`` (it depends on time through ``e^{−γt}``, ``γ = T/σ²``), apart
 from a ``√|t−t′|`` cusp at ``t′ = t`` (ReLU networks: diagonal input pairs, and sharp bends for nearly equal inputs).
@@ -16,7 +20,7 @@ So the two factors get different treatments:
   ``2/γ``, with Chebyshev-Lobatto nodes (degree 6). Panel ends sit on solution nodes.
 
 The integral of (interpolated kernel) × (piecewise-linear r) is then exact: row ``i`` needs the kernel at
-``M_i ≈ 7 + 6·(panels)`` times instead of at all ``i`` solution nodes, and the kernel is the expensive part.
+``n_i ≈ 7 + 6·(panels)`` times instead of at all ``i`` solution nodes, and the kernel is the expensive part.
 
 The same rows also solve the problem on the grid of every second node (the "coarse" solution): same kernel nodes,
 coarse hat functions. ``|fine − coarse|`` is the error estimate of :func:`ntkcore.ndk.mean_predictor`.
@@ -62,8 +66,8 @@ def _gauss(a, b, rule):
 class _Row:
     """Kernel nodes and integration weights of row ``i``.
 
-    taus : ``(M,)`` lags ``t_i − t′`` of the kernel nodes. fine : ``(M, i+1)`` weights on the fine residuals
-    ``r_0..r_i``; coarse : ``(M, i/2+1)`` on the coarse residuals (even ``i`` only, else None): the row's integral
+    taus : ``(nk,)`` lags ``t_i − t′`` of the row's nk kernel nodes. fine : ``(nk, i+1)`` weights on the fine residuals
+    ``r_0..r_i``; coarse : ``(nk, i/2+1)`` on the coarse residuals (even ``i`` only, else None): the row's integral
     is ``Σ_k K(t_i, t_i − τ_k) (W @ r)_k``.
     """
 
@@ -112,10 +116,10 @@ class _Row:
             contrib.append((idx[None, :].repeat(len(js), 0), js, basis, xg))
             hi = lo
 
-        M = len(taus)
+        nk = len(taus)
         self.taus = np.array(taus)
-        self.fine = np.zeros((M, i + 1))
-        self.coarse = np.zeros((M, i // 2 + 1)) if i % 2 == 0 else None
+        self.fine = np.zeros((nk, i + 1))
+        self.coarse = np.zeros((nk, i // 2 + 1)) if i % 2 == 0 else None
         for idx, js, basis, tg in contrib:
             _add_hats(self.fine, idx, js, t[js], t[js + 1], tg, basis)  # fine hats on [t_j, t_{j+1}]
             if self.coarse is not None:  # coarse hats on [t_{2c}, t_{2c+2}] containing the fine step
@@ -136,18 +140,22 @@ def solve(kernel, y, t, n_out, *, gamma, batch_elements):
     """Solve ``f(t) = ∫₀ᵗ K(t,t′)(y − f_train(t′)) dt′`` on the fine grid ``t`` (odd length) and on ``t[0::2]``.
 
     kernel(ta, tb) returns ``K(ta_b, tb_b)`` as ``(B, n_out, P)`` float64 (the first P outputs are the training
-    inputs); ``gamma = T/σ²`` sets the widest kernel panel (``MAX_WIDTH/γ``). Returns ``(f_fine (G_f, n_out),
-    f_coarse (G_c, n_out), pairs)``, ``pairs`` the number of time pairs at which the kernel was evaluated.
+    inputs); ``y`` is ``(P,)`` or ``(P, M)`` (M outputs sharing the kernel: each kernel block is evaluated once for all
+    of them); ``gamma = T/σ²`` sets the widest kernel panel (``MAX_WIDTH/γ``). Returns ``(f_fine, f_coarse, pairs)``:
+    ``f_fine (G_f, n_out)`` and ``f_coarse (G_c, n_out)``, with a trailing axis M for ``y (P, M)``; ``pairs`` the
+    number of time pairs at which the kernel was evaluated.
     """
-    P = y.shape[0]
+    vector = y.ndim == 1
+    y = y[:, None] if vector else y
+    P, M = y.shape
     G = t.shape[0]
     tn = t.detach().cpu().numpy()
     opts = dict(dtype=t.dtype, device=t.device)
     eye = torch.eye(P, **opts)
-    out_f = torch.zeros(G, n_out, **opts)
-    out_c = torch.zeros((G + 1) // 2, n_out, **opts)
-    res_f = torch.zeros(G, P, **opts)
-    res_c = torch.zeros((G + 1) // 2, P, **opts)
+    out_f = torch.zeros(G, n_out, M, **opts)
+    out_c = torch.zeros((G + 1) // 2, n_out, M, **opts)
+    res_f = torch.zeros(G, P, M, **opts)
+    res_c = torch.zeros((G + 1) // 2, P, M, **opts)
     res_f[0] = res_c[0] = y
     i, pairs = 1, 0
     while i < G:
@@ -169,19 +177,23 @@ def solve(kernel, y, t, n_out, *, gamma, batch_elements):
                 systems.append((torch.as_tensor(r.coarse, **opts), res_c, out_c, r.i // 2))
             _step(k, systems, y, eye)
         i += len(rows)
+    if vector:
+        out_f, out_c = out_f[..., 0], out_c[..., 0]
     return out_f, out_c, pairs
 
 
 def _step(k, systems, y, eye):
-    """Implicit step at the current node of one or two grids (the kernel block ``k (M, n_out, P)`` is read once for
-    both). Each system is ``(w (M, n+1), res, out, n)``: ``f_n = h + A r_n`` with ``h = Σ_k K_k (w[:, :n] @ r)_k``,
-    ``A = Σ_k w[k, n] K_k`` and ``r_n = y − f_n[:P]``, a P×P solve."""
-    P = y.shape[0]
-    M, n_out = k.shape[0], k.shape[1]
-    hist = torch.stack([w[:, :n] @ res[:n] for w, res, _, n in systems], -1)  # (M, P, S)
-    h = torch.bmm(k, hist).sum(0)  # (n_out, S)
-    a = (torch.stack([w[:, n] for w, _, _, n in systems]) @ k.reshape(M, -1)).reshape(-1, n_out, P)  # (S, n_out, P)
+    """Implicit step at the current node of one or two grids (the kernel block ``k (nk, n_out, P)`` at the row's nk
+    kernel nodes is read once for both, and for all M outputs). Each system is ``(w (nk, n+1), res (·, P, M),
+    out (·, n_out, M), n)``: ``f_n = h + A r_n`` with ``h = Σ_k K_k (w[:, :n] @ r)_k``, ``A = Σ_k w[k, n] K_k`` and
+    ``r_n = y − f_n[:P]``, a P×P solve with M right-hand sides; ``y`` is ``(P, M)``."""
+    P, M = y.shape
+    nk, n_out = k.shape[0], k.shape[1]
+    hist = torch.stack([(w[:, :n] @ res[:n].reshape(n, P * M)).reshape(nk, P, M) for w, res, _, n in systems], -1)
+    S = hist.shape[-1]
+    h = torch.bmm(k, hist.reshape(nk, P, M * S)).sum(0).reshape(n_out, M, S)
+    a = (torch.stack([w[:, n] for w, _, _, n in systems]) @ k.reshape(nk, -1)).reshape(-1, n_out, P)  # (S, n_out, P)
     for s, (_, res, out, n) in enumerate(systems):
-        r = torch.linalg.solve(eye + a[s, :P], y - h[:P, s])
+        r = torch.linalg.solve(eye + a[s, :P], y - h[:P, :, s])
         res[n] = r
-        out[n] = h[:, s] + a[s] @ r
+        out[n] = h[:, :, s] + a[s] @ r

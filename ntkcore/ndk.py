@@ -16,6 +16,9 @@ Conventions of this module
 * ``K^L`` is the two-time NNGP kernel of the last hidden layer (without the readout variance), ``K̇^L`` the
   two-time kernel of ``φ′`` in the last hidden layer, ``K^{d,L}`` the NDK.
 * Theory runs in float64 on the device of ``x1`` (or ``device=``); clamping comes before ``arccos``/``arcsin``.
+* Labels ``y`` are ``(P,)`` for one output or ``(P, M)`` for M outputs (one readout per output, NDK paper Eqs.
+  14-15 for each): the kernels do not depend on the labels, so the predictors of M outputs are the column-wise
+  predictors, computed from one set of kernel evaluations; their outputs carry a trailing axis M.
 
 Drift (book Chapter 7, "Representational drift") builds on :func:`stationary_kernels`: ``k^L(τ)`` is its
 ``nngp`` field with the test inputs as ``x1`` and the training inputs as ``x2``.
@@ -54,11 +57,11 @@ class MeanPredictor(NamedTuple):
     """Solution of the mean-predictor equations (paper Eqs. 14-15) returned by :func:`mean_predictor`.
 
     times : ``(G,)`` the time grid (the coarse grid; the solution comes from the grid refined twice).
-    train : ``(G, P)`` ``E f_train(t)`` on the refined grid, at ``times``.
-    test : ``(G, n_test)`` ``E f(x, t)`` on the refined grid, at ``times``.
-    error : ``(G,)`` ``max |f_refined − f_coarse|`` over train and test outputs at each time: the error of the
-        coarse solution, a conservative estimate of the error of ``train``/``test`` (which, for a second-order
-        rule, is about four times smaller).
+    train : ``(G, P)`` ``E f_train(t)`` on the refined grid, at ``times``; ``(G, P, M)`` for labels ``(P, M)``.
+    test : ``(G, n_test)`` ``E f(x, t)`` on the refined grid, at ``times``; ``(G, n_test, M)`` for labels ``(P, M)``.
+    error : ``(G,)`` ``max |f_refined − f_coarse|`` over train and test inputs (and all M outputs) at each time: the
+        error of the coarse solution, a conservative estimate of the error of ``train``/``test`` (which, for a
+        second-order rule, is about four times smaller).
     error_estimate : ``max(error)``, a float.
     kernel_pairs : the number of time pairs ``(t, t′)`` at which the kernel matrices were evaluated (the cost).
     """
@@ -89,6 +92,11 @@ def check_hyper(**given):
     ``sigma_sq > 0``, ``T ≥ 0``); None is not a value. Shared by :mod:`ntkcore.drift`."""
     for name, value in given.items():
         _HYPER_CHECKS[name](value)
+
+
+def _labels(y, x_train):
+    """Checked labels ``(P,)`` or ``(P, M)`` with ``M ≥ 1``, one row per training input, float64 on its device."""
+    return labels(y, x_train.shape[0], like=x_train, ndim=(1, 2))
 
 
 def _inputs(x1, x2, device, names=("x1", "x2")):
@@ -279,10 +287,11 @@ def ntk_limit(x_train, y, x_test, times, *, L, activation, sigma0_sq, device=Non
 
     NDK paper Eq. 16 (book Chapter 6, section "The two limits"), with ``K_NTK = K^d(0,0)`` from :func:`ntk0`; valid
     for ``t = O(1)`` and ``T → 0``. Computed in the eigenbasis of ``K_NTK`` with ``(1 − e^{−λt})/λ`` (→ ``t`` as λ → 0).
-    ``x_train (P, N0)``, ``y (P,)``, ``x_test (n_test, N0)``, ``times (G,)``.
+    ``x_train (P, N0)``, ``y (P,)`` or ``(P, M)`` (M outputs: returns ``(G, n_test, M)``), ``x_test (n_test, N0)``,
+    ``times (G,)``.
     """
     x_train, x_test = _inputs(x_train, x_test, device)
-    y = labels(y, x_train.shape[0], like=x_train)
+    y = _labels(y, x_train)
     times = check_times(times, "times", like=x_train)
     kk = ntk0(x_train, L=L, activation=activation, sigma0_sq=sigma0_sq)
     kt = ntk0(x_test, x_train, L=L, activation=activation, sigma0_sq=sigma0_sq)
@@ -291,8 +300,9 @@ def ntk_limit(x_train, y, x_test, times, *, L, activation, sigma0_sq, device=Non
     lt = lam[None, :] * times[:, None]
     safe = torch.where(lam > 0, lam, torch.ones_like(lam))
     factor = torch.where(lam[None, :] > 0, -torch.expm1(-lt) / safe[None, :], times[:, None].expand_as(lt))
-    coef = factor * (vec.T @ y)[None, :]  # (G, P) in the eigenbasis
-    return coef @ (kt @ vec).T
+    coef = factor[None] * (vec.T @ y.reshape(y.shape[0], -1)).T[:, None, :]  # (M, G, P) in the eigenbasis
+    out = coef @ (kt @ vec).T  # (M, G, n_test)
+    return out[0] if y.ndim == 1 else out.permute(1, 2, 0)
 
 
 def nngp_limit(x_train, y, x_test, *, L, activation, sigma_sq, T, device=None):
@@ -300,7 +310,8 @@ def nngp_limit(x_train, y, x_test, *, L, activation, sigma_sq, T, device=None):
 
     NDK paper Eq. 18 (book Chapter 6, section "The two limits"): the NNGP posterior mean with noise variance ``T`` and
     prior ``σ² K_GP``. Cholesky; a matrix that is not positive definite raises a ValueError naming its smallest
-    eigenvalue.
+    eigenvalue. ``x_train (P, N0)``, ``y (P,)`` or ``(P, M)`` (M outputs: returns ``(n_test, M)``),
+    ``x_test (n_test, N0)``.
     """
     x_train, x_test = _inputs(x_train, x_test, device)
     alpha = posterior_coefficients(x_train, y, L=L, activation=activation, sigma_sq=sigma_sq, T=T)
@@ -312,10 +323,11 @@ def posterior_coefficients(x_train, y, *, L, activation, sigma_sq, T, device=Non
 
     NDK paper Eqs. 18-21 (book Chapters 6 and 7): every equilibrium-time predictor (:func:`nngp_limit`, the drift
     predictor of :mod:`ntkcore.drift`) is ``κ(x)ᵀ α`` for some kernel row ``κ``; ``γ = T/σ²``. Cholesky; a matrix
-    that is not positive definite raises a ValueError naming its smallest eigenvalue. ``x_train (P, N0)``, ``y (P,)``.
+    that is not positive definite raises a ValueError naming its smallest eigenvalue. ``x_train (P, N0)``, ``y (P,)``
+    or ``(P, M)`` (M outputs: ``α`` is ``(P, M)``, one Cholesky factorization for all of them).
     """
     x_train, _ = _inputs(x_train, None, device)
-    y = labels(y, x_train.shape[0], like=x_train)
+    y = _labels(y, x_train)
     check_hyper(T=T)
     kk = k_gp(x_train, L=L, activation=activation, sigma_sq=sigma_sq)
     a = kk + (T / sigma_sq) * torch.eye(kk.shape[0], dtype=kk.dtype, device=kk.device)
@@ -323,7 +335,8 @@ def posterior_coefficients(x_train, y, *, L, activation, sigma_sq, T, device=Non
     if int(info) != 0:
         raise ValueError("gamma*I + K_GP is not positive definite (smallest eigenvalue "
                          f"{float(torch.linalg.eigvalsh(a).min()):.3e}); use T > 0 or distinct training inputs")
-    return torch.cholesky_solve(y[:, None], chol)[:, 0]
+    alpha = torch.cholesky_solve(y.reshape(y.shape[0], -1), chol)
+    return alpha[:, 0] if y.ndim == 1 else alpha
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -380,14 +393,19 @@ def mean_predictor(x_train, y, x_test, t_max=None, *, L, activation, sigma0_sq, 
     kernels once (the coarse nodes are every second refined node); the refined solution is returned at the coarse
     nodes, and their difference is the error estimate.
 
-    Parameters: ``x_train (P, N0)``, ``y (P,)``, ``x_test (n_test, N0)``; ``t_max`` the horizon (or give
-    ``times``, an increasing grid starting at 0); hyper-parameters as in :func:`two_time_kernels`;
+    M outputs (labels ``y (P, M)``, one readout per output) share the kernel and decouple: the solution is the
+    column-wise one, and each kernel block and each P×P implicit solve serves all M columns at once, so the kernel
+    evaluations (the cost, ``kernel_pairs``) do not grow with M.
+
+    Parameters: ``x_train (P, N0)``, ``y (P,)`` or ``(P, M)``, ``x_test (n_test, N0)``; ``t_max`` the horizon (or
+    give ``times``, an increasing grid starting at 0); hyper-parameters as in :func:`two_time_kernels`;
     ``resolution`` scales the density of the default grid.
-    Returns :class:`MeanPredictor` (``train (G, P)``, ``test (G, n_test)``, float64).
+    Returns :class:`MeanPredictor` (``train (G, P)``, ``test (G, n_test)``, float64; ``(G, P, M)`` and
+    ``(G, n_test, M)`` for ``y (P, M)``).
     """
     check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
     x_train, x_test = _inputs(x_train, x_test, device)
-    y = labels(y, x_train.shape[0], like=x_train)
+    y = _labels(y, x_train)
     if times is None:
         if t_max is None:
             raise ValueError("give t_max (the horizon) or times (a grid starting at 0)")
@@ -399,6 +417,9 @@ def mean_predictor(x_train, y, x_test, t_max=None, *, L, activation, sigma0_sq, 
     fine = torch.empty(2 * times.shape[0] - 1, dtype=times.dtype, device=times.device)
     fine[0::2] = times
     fine[1::2] = 0.5 * (times[1:] + times[:-1])
+    if not bool((fine[1:] > fine[:-1]).all()):  # a step of a few ulps has no midpoint: the solve would give NaN
+        short = float((times[1:] - times[:-1]).min())
+        raise ValueError(f"times has a step too short to be halved ({short:.1e}); drop one of two nearly equal times")
     x_all = torch.cat([x_train, x_test])
     P = x_train.shape[0]
 
@@ -408,5 +429,6 @@ def mean_predictor(x_train, y, x_test, t_max=None, *, L, activation, sigma0_sq, 
     out_f, out_c, pairs = _volterra.solve(kernel, y, fine, x_all.shape[0], gamma=T / sigma_sq,
                                           batch_elements=_BATCH_ELEMENTS)
     train_f, test_f, train_c, test_c = out_f[:, :P], out_f[:, P:], out_c[:, :P], out_c[:, P:]
-    err = torch.maximum((train_f[0::2] - train_c).abs().amax(1), (test_f[0::2] - test_c).abs().amax(1))
+    err = torch.maximum((train_f[0::2] - train_c).abs().flatten(1).amax(1),
+                        (test_f[0::2] - test_c).abs().flatten(1).amax(1))
     return MeanPredictor(times, train_f[0::2], test_f[0::2], err, float(err.max()), pairs)

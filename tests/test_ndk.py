@@ -239,6 +239,102 @@ def test_ntk_limit_is_gradient_flow():
     assert torch.allclose(f[1], y - torch.linalg.matrix_exp(-K) @ y, atol=1e-12)
 
 
+def multi_output_problem(M=3):
+    """The orthogonal task with three test inputs and M label columns: ±y, a non-binary column, then random ones."""
+    x, y, xt = orthogonal_dataset()
+    xt = torch.cat([xt, random_inputs(2, N0=8, seed=3)])
+    cols = [y, -y, torch.tensor([0.5, -2.0, 1.0, 0.0], dtype=torch.float64)]
+    g = torch.Generator().manual_seed(4)
+    cols += [torch.randn(4, generator=g, dtype=torch.float64) for _ in range(M - 3)]
+    return x, torch.stack(cols[:M], 1), xt
+
+
+def assert_stacked(got, columns, rtol=1e-12):
+    """``got (..., M)`` equals the single-output results stacked on a trailing axis, to ``rtol`` of their scale."""
+    want = torch.stack(columns, -1)
+    assert got.shape == want.shape
+    assert (got - want).abs().max() <= rtol * want.abs().max(), (got - want).abs().max()
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+def test_multi_output_solver_and_limits_equal_stacked_single_outputs(activation):
+    """Labels (P, M): the mean-predictor equations (paper Eqs. 14-15) decouple across outputs, which share the
+    kernel, so the solver and the NTK / NNGP limits (Eqs. 16, 18) equal the M single-output results stacked on a
+    trailing axis; the error estimate is the largest over the outputs, and the kernel is evaluated at the same
+    number of time pairs as for one output."""
+    x, Y, xt = multi_output_problem(3)
+    kw = dict(L=2, activation=activation, sigma0_sq=0.5, sigma_sq=1.0, T=0.3)
+    sol = ndk.mean_predictor(x, Y, xt, 8.0, **kw)
+    single = [ndk.mean_predictor(x, Y[:, j], xt, 8.0, **kw) for j in range(3)]
+    assert sol.train.shape == (sol.times.numel(), 4, 3) and sol.test.shape == (sol.times.numel(), 3, 3)
+    assert_stacked(sol.train, [s.train for s in single])
+    assert_stacked(sol.test, [s.test for s in single])
+    # the error estimate is a difference of two solutions: equal to rounding of the solutions' scale
+    scale = sol.train.abs().max()
+    assert (sol.error - torch.stack([s.error for s in single], 1).amax(1)).abs().max() <= 1e-12 * scale
+    assert abs(sol.error_estimate - max(s.error_estimate for s in single)) <= 1e-12 * scale
+    assert sol.kernel_pairs == single[0].kernel_pairs
+    assert sol.train.abs().max() > 0.5 and sol.error_estimate < 1e-3  # a nontrivial, converged solution
+    # one column given as (P, 1) is the single-output solution with a trailing axis
+    one = ndk.mean_predictor(x, Y[:, :1], xt, 8.0, **kw)
+    assert torch.equal(one.test[..., 0], single[0].test) and one.error_estimate == single[0].error_estimate
+    # the limits
+    ntk = ndk.ntk_limit(x, Y, xt, sol.times, L=2, activation=activation, sigma0_sq=0.5)
+    assert ntk.shape == (sol.times.numel(), 3, 3)
+    assert_stacked(ntk, [ndk.ntk_limit(x, Y[:, j], xt, sol.times, L=2, activation=activation, sigma0_sq=0.5)
+                         for j in range(3)])
+    gp_kw = dict(L=2, activation=activation, sigma_sq=1.0, T=0.3)
+    gp = ndk.nngp_limit(x, Y, xt, **gp_kw)
+    assert gp.shape == (3, 3)
+    assert_stacked(gp, [ndk.nngp_limit(x, Y[:, j], xt, **gp_kw) for j in range(3)])
+    alpha = ndk.posterior_coefficients(x, Y, **gp_kw)
+    assert alpha.shape == (4, 3)
+    assert_stacked(alpha, [ndk.posterior_coefficients(x, Y[:, j], **gp_kw) for j in range(3)])
+
+
+def test_multi_output_kernel_evaluations_do_not_grow_with_outputs(monkeypatch):
+    """The kernel (the expensive part) is evaluated once for all M outputs: the same calls, at the same time pairs,
+    for M = 1 and M = 8, counted both by the solver (kernel_pairs) and at the kernel function itself."""
+    x, Y, xt = multi_output_problem(8)
+    kw = dict(L=1, activation="relu", sigma0_sq=1.0, sigma_sq=1.0, T=0.2)
+    calls = []
+    pair_kernels = ndk._pair_kernels
+
+    def counting(x1, x2, ta, tb, *args, **kwargs):
+        calls.append(ta.numel())
+        return pair_kernels(x1, x2, ta, tb, *args, **kwargs)
+
+    monkeypatch.setattr(ndk, "_pair_kernels", counting)
+    counts = {}
+    for M in (1, 8):
+        calls.clear()
+        sol = ndk.mean_predictor(x, Y[:, :M], xt, 10.0, **kw)
+        counts[M] = (list(calls), sol.kernel_pairs)
+    assert counts[1] == counts[8]
+    assert sum(counts[8][0]) == counts[8][1] > 0
+
+
+@pytest.mark.parametrize("bad, what", [
+    (lambda Y: Y[:3], "one per training input"),
+    (lambda Y: Y[:, :0], "at least one column"),
+    (lambda Y: Y[:, :, None], "dimension"),
+    (lambda Y: Y.T, "4 rows"),  # (M, P) instead of (P, M)
+])
+def test_multi_output_bad_label_shapes(bad, what):
+    """y with the wrong number of rows (also transposed, (M, P)), with an empty output axis or with three axes: a
+    ValueError naming y, from the solver and from each limit."""
+    x, Y, xt = multi_output_problem(3)
+    y = bad(Y)
+    calls = [lambda: ndk.mean_predictor(x, y, xt, 1.0, L=1, activation="relu", sigma0_sq=1.0, sigma_sq=1.0, T=0.1),
+             lambda: ndk.ntk_limit(x, y, xt, [1.0], L=1, activation="relu", sigma0_sq=1.0),
+             lambda: ndk.nngp_limit(x, y, xt, L=1, activation="relu", sigma_sq=1.0, T=0.1),
+             lambda: ndk.posterior_coefficients(x, y, L=1, activation="relu", sigma_sq=1.0, T=0.1)]
+    for call in calls:
+        with pytest.raises(ValueError, match="^y ") as info:
+            call()
+        assert what in str(info.value)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -269,6 +365,8 @@ def test_bad_inputs():
         ndk.mean_predictor(x, y, xt, times=[0.5, 1.0], **kw)
     with pytest.raises(ValueError, match="t_max"):
         ndk.mean_predictor(x, y, xt, **kw)
+    with pytest.raises(ValueError, match="times has a step too short"):  # 1.5 and the next float: no midpoint
+        ndk.mean_predictor(x, y, xt, times=[0.0, 1.5, math.nextafter(1.5, 2.0), 2.0], **kw)
     with pytest.raises(ValueError, match="x1"):
         ndk.k_gp(torch.tensor([[float("nan")]]), L=1, activation="relu", sigma_sq=1.0)
     with pytest.raises(ValueError, match="smallest eigenvalue"):
