@@ -13,11 +13,14 @@ Mendelson 2002.
   conventions", section "The lecture's two-layer network").
 * :func:`kernel_deviation_bound` -- ``‖u(0)‖ + ∫₀ᵗ ‖(H(s) − H*)(u(s) − y)‖ ds``, an a-posteriori bound on how far the
   training residual of a network (tangent kernel ``H(s)``) can be from that of the kernel dynamics with ``H*``
-  started at ``u = 0``.
+  started at ``u = 0`` (gradient flow, the integral by the trapezoidal rule on recorded times).
+* :func:`descent_deviation_bound` -- its exact discrete form for gradient descent, from the residuals at every step.
 
 Matrices are float tensors or numpy arrays; results follow the input's device and dtype (numpy input: float64).
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -25,7 +28,8 @@ import torch
 from ._checks import as_tensor, check_real, labels, square, times as check_times
 from .predict import _cholesky
 
-__all__ = ["interpolant_norm", "rademacher_bound", "generalization_bound", "kernel_deviation_bound"]
+__all__ = ["interpolant_norm", "rademacher_bound", "generalization_bound", "kernel_deviation_bound",
+           "descent_deviation_bound"]
 
 
 def _gram(h, name: str = "h") -> torch.Tensor:
@@ -65,19 +69,31 @@ def rademacher_bound(h, radius: float) -> float:
     return radius * np.sqrt(trace) / h.shape[0]
 
 
-def generalization_bound(h, y) -> float:
-    """Leading term ``2 √(yᵀH⁻¹y) √tr(H) / n`` of the bound on ``P[sign f_ker(x) ≠ y]`` for ±1 labels.
+def generalization_bound(h, y, delta: float | None = None) -> float:
+    """The bound on ``P[sign f_ker(x) ≠ y]`` for ±1 labels: its leading term ``2 √(yᵀH⁻¹y) √tr(H) / n``, or with
+    ``delta`` the whole right-hand side.
 
-    Twice the Rademacher complexity (:func:`rademacher_bound`) of the RKHS ball whose radius is the interpolant's norm
-    (:func:`interpolant_norm`): by Bartlett & Mendelson (2002, Theorem 8) with the ramp loss ``min(|f − y|, 1)``, which
-    is 1-Lipschitz, vanishes on the training set and dominates the 0-1 loss, the classification error of
-    ``sign f_ker`` is at most this plus ``O(√(log(1/δ)/n))`` with probability ``1 − δ`` (book chapter 4). The value is
-    invariant under ``H → cH``; when ``tr H = n/2`` (the two-layer kernel ``H*`` with ``a_r = ±1``, unit-norm inputs,
-    book Chapters 2 and 4) it equals ``√(2 yᵀH⁻¹y / n)``, the form of Arora et al. (2019, Theorem 5.1).
-    ``h`` ``(n, n)`` positive definite, ``y`` ``(n,)``. Returns a float (above 1 the bound is vacuous).
+    The leading term is twice the Rademacher complexity (:func:`rademacher_bound`) of the RKHS ball whose radius is the
+    interpolant's norm ``B = √(yᵀH⁻¹y)`` (:func:`interpolant_norm`): by Bartlett & Mendelson (2002, Theorem 8) with the
+    ramp loss ``min(|f − y|, 1)``, which is 1-Lipschitz, vanishes on the training set and dominates the 0-1 loss. With
+    a union bound over the radii ``B ∈ {1, 2, …}`` the error is at most
+
+        2 √(yᵀH⁻¹y) √tr(H) / n  +  √(2/n)  +  3 √(log(2 (B + 1)(B + 2) / δ) / (2n))
+
+    with probability ``1 − δ`` over the training set (book Chapter 4, "Eigen-convergence and generalization", its
+    generalization theorem). The leading term is invariant under ``H → cH``; when ``tr H = n/2`` (the two-layer kernel
+    ``H*`` with ``a_r = ±1``, unit-norm inputs, book Chapters 2 and 4) it equals ``√(2 yᵀH⁻¹y / n)``, the form of
+    Arora et al. (2019, Theorem 5.1). ``h`` ``(n, n)`` positive definite, ``y`` ``(n,)``, ``delta`` in (0, 1) or
+    None. Returns a float (above 1 the bound says nothing).
     """
     h = _gram(h)
-    return 2.0 * rademacher_bound(h, interpolant_norm(h, y))
+    norm = interpolant_norm(h, y)
+    leading = 2.0 * rademacher_bound(h, norm)
+    if delta is None:
+        return leading
+    delta = check_real(delta, "delta", low=0.0, high=1.0, low_open=True, high_open=True)
+    n = h.shape[0]
+    return leading + math.sqrt(2 / n) + 3 * math.sqrt(math.log(2 * (norm + 1) * (norm + 2) / delta) / (2 * n))
 
 
 def kernel_deviation_bound(h_star, times, kernels, residuals, u0=None) -> np.ndarray:
@@ -86,9 +102,9 @@ def kernel_deviation_bound(h_star, times, kernels, residuals, u0=None) -> np.nda
     ``u(t)`` are the training outputs of a network trained by gradient flow on ``½‖u − y‖²``, so that
     ``du/dt = −H(t)(u − y)`` with its tangent kernel ``H(t)``; ``ũ`` solves the kernel dynamics
     ``dũ/dt = −H*(ũ − y)`` from ``ũ(0) = 0``. Duhamel's formula and ``‖e^{−H*τ}‖ ≤ 1`` give the bound (book chapter
-    4, proposition on the finite network); for gradient descent with step ``η ≤ 2/λ_max(H*)`` the same holds with
-    the integral replaced by ``η Σ_j`` over steps. The integral is evaluated by the trapezoidal rule on the recorded
-    grid, so record densely enough for the integrand (a smooth function of time) to be resolved.
+    4, proposition on the finite network). The integral is evaluated by the trapezoidal rule on the recorded grid: an
+    approximation, accurate when the recording grid resolves the integrand (a smooth function of time). For gradient
+    descent use :func:`descent_deviation_bound`, which is exact.
 
     Parameters
     ----------
@@ -117,3 +133,39 @@ def kernel_deviation_bound(h_star, times, kernels, residuals, u0=None) -> np.nda
     pieces = (integrand[1:] + integrand[:-1]) / 2 * (t[1:] - t[:-1])
     integral = torch.cat([pieces.new_zeros(1), torch.cumsum(pieces, dim=0)])
     return (start + integral).detach().cpu().numpy()
+
+
+def descent_deviation_bound(h_star, residuals, learning_rate, u0=None) -> np.ndarray:
+    """The discrete form of :func:`kernel_deviation_bound` for gradient descent, exact: after k steps
+
+        ‖u(0)‖ + η Σ_{j<k} ‖(H̄_j − H*) e(j)‖  =  ‖u(0)‖ + Σ_{j<k} ‖e(j) − e(j+1) − η H* e(j)‖
+
+    bounds ``‖e(k) − ẽ(k)‖``, where ``e(j) = u(j) − y`` are the network's residuals, ``ẽ`` those of the discrete kernel
+    dynamics ``ẽ(j+1) = (I − ηH*) ẽ(j)`` from ``ũ(0) = 0``, and ``H̄_j`` the tangent kernel averaged along step j
+    (the network's step is exactly ``e(j) − e(j+1) = η H̄_j e(j)``, so no kernel needs to be recorded). It holds for
+    ``η λ_max(H*) ≤ 2`` (then ``‖I − ηH*‖ ≤ 1``; book Chapter 4, the proposition on the finite network and its
+    remark on gradient descent).
+
+    Parameters
+    ----------
+    h_star : ``(n, n)`` the limit kernel H* (symmetric).
+    residuals : ``(K + 1, n)`` the residuals ``u(j) − y`` at every step ``j = 0..K``.
+    learning_rate : the step η, with ``η λ_max(H*) ≤ 2``.
+    u0 : ``(n,)`` initial outputs ``u(0)`` (None: zero, e.g. an antisymmetric initialization).
+
+    Returns
+    -------
+    numpy array ``(K + 1,)``, the bound after every step.
+    """
+    h_star = _gram(h_star, "h_star")
+    eta = check_real(learning_rate, "learning_rate", low=0.0, low_open=True)
+    top = float(torch.linalg.eigvalsh(h_star)[-1])
+    if eta * top > 2 * (1 + 1e-12):
+        raise ValueError(f"learning_rate must be at most 2/λ_max(h_star) = {2 / top:.6g} for the bound to hold, "
+                         f"got {eta:g}")
+    e = as_tensor(residuals, "residuals", ndim=2, device=h_star.device, dtype=h_star.dtype)
+    if e.shape[1] != h_star.shape[0] or e.shape[0] == 0:
+        raise ValueError(f"residuals must have shape (K + 1, n) with n = {h_star.shape[0]}, got {tuple(e.shape)}")
+    start = 0.0 if u0 is None else float(torch.linalg.vector_norm(_labels(u0, h_star, "u0")))
+    terms = torch.linalg.vector_norm(e[:-1] - e[1:] - eta * e[:-1] @ h_star, dim=1)  # H* symmetric
+    return (start + torch.cat([terms.new_zeros(1), torch.cumsum(terms, 0)])).detach().cpu().numpy()

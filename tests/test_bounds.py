@@ -136,3 +136,44 @@ def test_kernel_deviation_bound_checks_its_inputs():
         bounds.kernel_deviation_bound(h, [0.0, 1.0], np.stack([h, h]), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="u0"):
         bounds.kernel_deviation_bound(h, [0.0, 1.0], np.stack([h, h]), np.zeros((2, 2)), u0=[1.0])
+
+
+def test_full_generalization_bound_adds_the_confidence_terms():
+    """With delta the bound is the leading term plus sqrt(2/n) + 3 sqrt(log(2(B+1)(B+2)/delta)/(2n)), B the RKHS
+    norm of the interpolant; it grows as delta shrinks and rejects delta outside (0, 1)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(12, 4, generator=g, dtype=torch.float64)
+    h = x @ x.T + 0.5 * torch.eye(12, dtype=torch.float64)
+    y = torch.where(torch.rand(12, generator=g) < 0.5, -1.0, 1.0).to(torch.float64)
+    lead, b = bounds.generalization_bound(h, y), bounds.interpolant_norm(h, y)
+    expect = lead + math.sqrt(2 / 12) + 3 * math.sqrt(math.log(2 * (b + 1) * (b + 2) / 0.05) / 24)
+    assert bounds.generalization_bound(h, y, delta=0.05) == pytest.approx(expect, rel=1e-12)
+    assert bounds.generalization_bound(h, y, delta=0.01) > bounds.generalization_bound(h, y, delta=0.05) > lead
+    for bad in (0.0, 1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="delta"):
+            bounds.generalization_bound(h, y, delta=bad)
+
+
+def test_descent_deviation_bound_is_exact_for_known_step_kernels():
+    """For residuals produced by e(j+1) = (I − η H_j) e(j) with known kernels H_j, the bound is
+    ‖u(0)‖ + η Σ ‖(H_j − H*) e(j)‖; with H_j = H* it is ‖u(0)‖ (the kernel dynamics itself)."""
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    h_star = a @ a.T / 6 + 0.1 * torch.eye(6, dtype=torch.float64)
+    eta = 1.0 / float(torch.linalg.eigvalsh(h_star)[-1])
+    e, expect = [torch.randn(6, generator=g, dtype=torch.float64)], [0.0]
+    for j in range(20):
+        h_j = h_star + 0.05 * math.sin(j) * torch.eye(6, dtype=torch.float64)
+        expect.append(expect[-1] + eta * float(torch.linalg.vector_norm((h_j - h_star) @ e[-1])))
+        e.append(e[-1] - eta * h_j @ e[-1])
+    u0 = torch.full((6,), 0.2, dtype=torch.float64)
+    got = bounds.descent_deviation_bound(h_star, torch.stack(e), eta, u0=u0)
+    np.testing.assert_allclose(got, np.array(expect) + float(u0.norm()), rtol=1e-12, atol=1e-14)
+    steps = [torch.randn(6, generator=g, dtype=torch.float64)]
+    for _ in range(10):
+        steps.append(steps[-1] - eta * h_star @ steps[-1])
+    np.testing.assert_allclose(bounds.descent_deviation_bound(h_star, torch.stack(steps), eta), 0.0, atol=1e-13)
+    with pytest.raises(ValueError, match="learning_rate must be at most"):
+        bounds.descent_deviation_bound(h_star, torch.stack(steps), 2.5 * eta)
+    with pytest.raises(ValueError, match="residuals"):
+        bounds.descent_deviation_bound(h_star, torch.ones(3, 5), eta)
