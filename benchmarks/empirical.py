@@ -5,14 +5,36 @@ two threads); 16 inputs, the full ``(16, 16, 10, 10)`` NTK. The baseline is the 
 here: per-example Jacobians by ``vmap(jacrev(f))``, then an einsum over parameters. Every method is checked against
 the baseline before it is timed. Prints a markdown table (median of repeats after one warm-up call).
 
+Scale (``--part scale``): memory and time of ``empirical.ntk`` on a network that is not a plain ``nn.Sequential``
+(:class:`ResidualMLP` 64-1024-1024-1 with a skip connection, 1,117,185 parameters, float64), so that the default
+method is ``"jacobian"``, over ``n`` inputs (the symmetric ``(n, n)`` NTK). Each call runs in a fresh process; peak
+memory is the peak resident set of the call (Linux ``VmHWM``, reset before it), besides what the process held
+before. Reported: this ntkcore with its default memory bound (or those of ``--max-memory``) at ``--sizes``; with ``--baseline DIR`` (a checkout
+of an older ntkcore, e.g. a git worktree) the same calls there at ``--baseline-sizes``, whose peaks, linear in ``n``,
+are extrapolated to the largest of ``--sizes``; and the reuse of blocks: ``--reuse N B`` computes the NTK of N
+inputs in blocks of B here with a bound that keeps every block's Jacobian (each prepared once) and, with
+``--baseline``, there (blocks recomputed for every row block); ``block preparations`` counts the model's forward
+passes (one per vmapped block).
+
     python benchmarks/empirical.py [--quick]
+    python benchmarks/empirical.py --part scale                            # n = 2000, default bound
+    python benchmarks/empirical.py --part scale --sizes 400 --baseline ../old --baseline-sizes 100 200 300 \
+        --reuse 200 25
 """
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
+import os
+import subprocess
+import sys
+import time
 
+import numpy as np
 import torch
 from _timing import median_time
+from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 from ntkcore import empirical, models
@@ -65,9 +87,120 @@ def main(quick: bool = False, threads: int = 2) -> None:
     print(f"\nDefault method: {base / default:.0f}x faster than the baseline (target ≥ 100x).")
 
 
+class ResidualMLP(nn.Module):
+    """``x ↦ out(z + tanh(mid(z)))`` with ``z = tanh(inp(x))``: a skip connection, so not a chain of layers."""
+
+    def __init__(self, d: int = 64, width: int = 1024, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.inp, self.mid, self.out = nn.Linear(d, width), nn.Linear(width, width), nn.Linear(width, 1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) / max(1, p.shape[-1]) ** 0.5)
+        self.double()
+
+    def forward(self, x):
+        z = torch.tanh(self.inp(x))
+        return self.out(z + torch.tanh(self.mid(z)))
+
+
+def _status(field: str) -> int:
+    """A memory field of /proc/self/status, in bytes."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
+
+
+def one_call(n: int, batch_size: int | None, max_memory: int | None, threads: int) -> None:
+    """``empirical.ntk(ResidualMLP(), x)`` for n inputs in this (fresh) process; prints a JSON line. Runs with an
+    ntkcore without ``max_memory`` too (then it is not passed)."""
+    torch.set_num_threads(threads)
+    model = ResidualMLP()
+    x = torch.randn(n, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    kwargs = dict(batch_size=batch_size)
+    if max_memory is not None and "max_memory" in inspect.signature(empirical.ntk).parameters:
+        kwargs["max_memory"] = max_memory
+    empirical.ntk(model, x[:2], **kwargs)  # warm-up: code pages, thread pools
+    forwards = []
+    model.register_forward_hook(lambda *args: forwards.append(1))
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak resident set (VmHWM)
+    start_rss, start = _status("VmRSS"), time.perf_counter()
+    k = empirical.ntk(model, x, **kwargs)
+    seconds = time.perf_counter() - start
+    print(json.dumps(dict(n=n, seconds=seconds, peak_mb=(_status("VmHWM") - start_rss) / 2**20,
+                          result_mb=k.numel() * k.element_size() / 2**20, preparations=len(forwards),
+                          params=sum(p.numel() for p in model.parameters()), ntkcore=empirical.__file__,
+                          checksum=float(k.double().sum()))))
+
+
+def _call(n, batch_size=None, max_memory=None, ntkcore=None, threads=2) -> dict:
+    env = dict(os.environ)
+    if ntkcore is not None:
+        env["PYTHONPATH"] = os.path.abspath(ntkcore) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, __file__, "--one-call", str(n), str(batch_size or 0), str(max_memory or 0), str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _row(what, r, bound) -> str:
+    return (f"| {what} | {r['n']} | {bound} | {r['preparations']} | {r['seconds']:.1f} | {r['peak_mb']:.0f} "
+            f"| {r['result_mb']:.0f} |")
+
+
+def scale(args) -> None:
+    """The scale table (module docstring)."""
+    print(f"## empirical.ntk at scale: ResidualMLP 64-1024-1024-1 (1,117,185 parameters, float64, method "
+          f"'jacobian'), symmetric (n, n) NTK, {args.threads} threads, a fresh process per call\n")
+    print("| ntkcore | n | memory bound | block preparations | wall (s) | peak memory of the call (MB) "
+          "| of which the result (MB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for n in args.sizes:
+        for mib in args.max_memory or [None]:
+            bound = f"{mib} MiB" if mib else f"default ({empirical.DEFAULT_MAX_MEMORY >> 20} MiB)"
+            print(_row("this", _call(n, None, mib and mib << 20, threads=args.threads), bound), flush=True)
+    if args.baseline:
+        base = [_call(n, ntkcore=args.baseline, threads=args.threads) for n in args.baseline_sizes]
+        for r in base:
+            print(_row("baseline", r, "none"), flush=True)
+        if len(base) > 1:
+            slope, intercept = np.polyfit([r["n"] for r in base], [r["peak_mb"] for r in base], 1)
+            n = max(args.sizes)
+            print(f"| baseline, extrapolated (linear fit of its peaks) | {n} | none | | | "
+                  f"{slope * n + intercept:.0f} | |")
+    if args.reuse:
+        n, b = args.reuse
+        reuse = _call(n, b, 2**40, threads=args.threads)
+        print(_row(f"this, blocks of {b}, every block kept", reuse, "2^40 B (one pass)"), flush=True)
+        if args.baseline:
+            again = _call(n, b, ntkcore=args.baseline, threads=args.threads)
+            print(_row(f"baseline, blocks of {b}, recomputed", again, "none"), flush=True)
+            if abs(again["checksum"] - reuse["checksum"]) > 1e-9 * abs(reuse["checksum"]):
+                raise AssertionError(f"the two kernels differ: checksums {reuse['checksum']}, {again['checksum']}")
+            print(f"\nreuse: {again['seconds'] / reuse['seconds']:.1f}x faster than recomputation "
+                  f"({again['preparations']} vs {reuse['preparations']} block preparations)")
+    print()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--part", choices=("speed", "scale"), default="speed", help="what to run")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000], help="scale: numbers of inputs")
+    parser.add_argument("--max-memory", type=int, nargs="+", metavar="MiB",
+                        help="scale: bounds for this ntkcore (default: its default)")
+    parser.add_argument("--baseline", help="scale: a checkout of another ntkcore to compare with")
+    parser.add_argument("--baseline-sizes", type=int, nargs="+", default=[100, 200, 300],
+                        help="scale: numbers of inputs for the baseline (its memory is not bounded)")
+    parser.add_argument("--reuse", type=int, nargs=2, metavar=("N", "B"),
+                        help="scale: block reuse, N inputs in blocks of B")
+    parser.add_argument("--one-call", type=int, nargs=4, help=argparse.SUPPRESS)  # n batch max_memory threads
     args = parser.parse_args()
-    main(quick=args.quick, threads=args.threads)
+    if args.one_call:
+        n, b, mem, threads = args.one_call
+        one_call(n, b or None, mem or None, threads)
+    elif args.part == "scale":
+        torch.set_num_threads(args.threads)
+        scale(args)
+    else:
+        main(quick=args.quick, threads=args.threads)

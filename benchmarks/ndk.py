@@ -6,17 +6,29 @@
    ``rtol`` times the largest prediction; the time, the grid size and the number of time pairs at which the kernel
    was evaluated (against all pairs of the grid, what a quadrature with the kernel at every node would need) of
    each attempt are reported.
-2. Langevin ensemble: runs benchmarks/langevin.py (E = 100 networks advanced together as batched tensors vs a
+2. Long horizons (issue 14): the same solver with σ²/T = 1 (T = σ² = σ0² = 1) over horizons of hundreds of σ²/T,
+   where the far-field cut (``mean_predictor(truncate=True)``, the default) keeps the cost linear in the horizon and
+   the memory bounded. Each horizon runs in a fresh process (peak memory: ``resource.getrusage`` ``ru_maxrss``), with
+   one torch thread; reported: wall and CPU time, peak memory, kernel time pairs, the history one step reads, the
+   error estimate; with ``--uncut`` also the solver without the cut (cost ∝ G², memory growing with the grid).
+3. Langevin ensemble: runs benchmarks/langevin.py (E = 100 networks advanced together as batched tensors vs a
    Python loop over 100 single networks, the same Euler-Maruyama steps, over several widths).
 
-    python benchmarks/ndk.py                    # P = 100; both parts
+    python benchmarks/ndk.py                    # P = 100; all parts (horizons 200, 400, 1000, 2000 with P = 20)
     python benchmarks/ndk.py --part solver --verify
-    python benchmarks/ndk.py --quick            # P = 20, small widths (seconds)
+    python benchmarks/ndk.py --part horizon --uncut --horizons 200 400
+    python benchmarks/ndk.py --quick            # P = 20, small widths, horizons 50, 100, 200 with P = 4 (a minute)
 """
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import math
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -82,14 +94,22 @@ def main():
     parser.add_argument("--rtol", type=float, default=1e-3, help="target relative error of the solver")
     parser.add_argument("--verify", action="store_true",
                         help="also solve on the final grid with every step halved and report the difference")
-    parser.add_argument("--part", choices=("all", "solver", "langevin"), default="all", help="what to run")
+    parser.add_argument("--part", choices=("all", "solver", "horizon", "langevin"), default="all", help="what to run")
+    parser.add_argument("--horizons", type=float, nargs="+", help="horizons of the long-horizon part")
+    parser.add_argument("--uncut", action="store_true", help="long horizons: also without the far-field cut")
+    parser.add_argument("--one-horizon", nargs=4, help=argparse.SUPPRESS)  # t_max P truncate save: one run
     args = parser.parse_args()
+    if args.one_horizon:
+        return one_horizon(float(args.one_horizon[0]), int(args.one_horizon[1]), args.one_horizon[2] == "1",
+                           args.one_horizon[3])
     torch.set_num_threads(args.threads)
     P = 20 if args.quick else 100
 
-    if args.part != "langevin":
+    if args.part in ("all", "solver"):
         solver_table(P, args)
-    if args.part != "solver":  # benchmarks/langevin.py, over several widths
+    if args.part in ("all", "horizon"):
+        horizon_table(args)
+    if args.part in ("all", "langevin"):  # benchmarks/langevin.py, over several widths
         import importlib
 
         langevin_bench = importlib.import_module("langevin")  # this folder's langevin.py, not ntkcore.langevin
@@ -111,6 +131,60 @@ def solver_table(P, args):
               "(relative) from the returned one")
     acc = ((sol.test[-1] > 0) == (digits_01(P)[3] > 0)).double().mean().item()
     print(f"\ntest accuracy of the mean predictor at t = 1000: {acc:.3f}\n")
+
+
+LONG = dict(L=2, activation="relu", sigma0_sq=1.0, sigma_sq=1.0, T=1.0)
+
+
+def one_horizon(t_max, P, truncate, save):
+    """One long-horizon solve in this (fresh) process; prints a JSON line and, unless ``save`` is "-", writes the
+    solution (times, train, test) to the .npz file ``save``. Also runs with an ntkcore from before the far-field cut
+    (``PYTHONPATH=<that checkout>``), whose solver always reads the whole history."""
+    torch.set_num_threads(1)
+    x, y, xt, _ = digits_01(P)
+    has_cut = "truncate" in inspect.signature(ndk.mean_predictor).parameters
+    kwargs = dict(truncate=truncate) if has_cut else {}
+    start, cpu = time.perf_counter(), time.process_time()
+    sol = ndk.mean_predictor(x, y, xt, t_max, **kwargs, **LONG)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    if save != "-":
+        np.savez(save, times=sol.times.numpy(), train=sol.train.numpy(), test=sol.test.numpy())
+    grid = 2 * sol.times.numel() - 1  # the refined grid the solver runs on
+    print(json.dumps(dict(seconds=seconds, cpu=cpu, peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                          grid=grid, pairs=sol.kernel_pairs, history=getattr(sol, "history", grid),
+                          estimate=sol.error_estimate, cut=has_cut and truncate, ntkcore=ndk.__file__)))
+
+
+def _run_horizon(t_max, P, truncate, save="-"):
+    out = subprocess.run([sys.executable, __file__, "--one-horizon", str(t_max), str(P), str(int(truncate)), save],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def horizon_table(args):
+    """The long-horizon table; with ``--uncut`` each horizon is also solved whole, and the largest difference
+    between the two solutions (all times, train and test inputs) is reported against the error estimate."""
+    P = 4 if args.quick else 20
+    horizons = args.horizons or ((50.0, 100.0, 200.0) if args.quick else (200.0, 400.0, 1000.0, 2000.0))
+    print(f"## Long horizons: digits 0/1, P = {P} train + {P} test, L = 2, ReLU, σ²/T = 1 (T = σ² = σ0² = 1), "
+          "one thread, a fresh process per run\n")
+    print("| far field | t_max | refined grid points | kernel time pairs | history read per step | wall (s) | CPU (s) "
+          "| peak memory (MB) | error estimate | max abs(cut − whole) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for t_max in horizons:
+            runs = [_run_horizon(t_max, P, True, f"{tmp}/cut.npz")]
+            if args.uncut:
+                runs.append(_run_horizon(t_max, P, False, f"{tmp}/whole.npz"))
+            diff = ""
+            if args.uncut and runs[0]["cut"]:
+                a, b = np.load(f"{tmp}/cut.npz"), np.load(f"{tmp}/whole.npz")
+                diff = f"{max(np.abs(a[k] - b[k]).max() for k in ('train', 'test')):.1e}"
+            for r in runs:
+                print(f"| {'cut' if r['cut'] else 'whole'} | {t_max:g} | {r['grid']} | {r['pairs']} | {r['history']} "
+                      f"| {r['seconds']:.1f} | {r['cpu']:.1f} | {r['peak_mb']:.0f} | {r['estimate']:.1e} "
+                      f"| {diff if r['cut'] else ''} |", flush=True)
+    print(f"\nntkcore: {runs[0]['ntkcore']}\n")
 
 
 if __name__ == "__main__":

@@ -32,12 +32,15 @@ identity  q12                                                        1
 
 Any other φ is integrated by a polar Gauss quadrature (:func:`gaussian_expectations`).
 
-A step has the signature ``step(k, v1, v2, diag, wv, bv, free=None)``: ``k`` is the covariance ``q12`` (any shape),
-``v1`` and ``v2`` are :class:`Variances` of the two sides, broadcastable against ``k``; ``diag`` is None or a function
-that returns a view of the entries of ``k`` where the two sides are the same input (the angle is then set to exactly
-0); ``free`` is None or a list of preallocated tensors shaped like ``k`` that the step may write into. It returns
-``(wv · E[φφ] + bv, d, scale)`` with ``E[φ′φ′] = scale · d``, and leaves ``k`` unchanged. Fusing the affine map
-``wv · (·) + bv`` of the next dense layer into the step saves passes over memory in the tiled kernels.
+A step has the signature ``step(k, v1, v2, diag, wv, bv, free=None, near=None)``: ``k`` is the covariance ``q12``
+(any shape), ``v1`` and ``v2`` are :class:`Variances` of the two sides, broadcastable against ``k``; ``diag`` marks
+the entries of ``k`` whose two sides are the same input (the angle is then set to exactly 0, so that they equal the
+kernel of an input with itself): None, a function that returns a view of those entries, or a boolean mask shaped
+like ``k``; ``free`` is None or a list of preallocated tensors shaped like ``k`` that the step may write into;
+``near`` is None or a function of the correlation tensor that returns None or a :class:`Near` (entries whose
+``1 − c²`` the caller knows more accurately than ``c`` does). It returns ``(wv · E[φφ] + bv, d, scale)`` with
+``E[φ′φ′] = scale · d``, and leaves ``k`` unchanged. Fusing the affine map ``wv · (·) + bv`` of the next dense
+layer into the step saves passes over memory in the tiled kernels.
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_int
+from ._checks import as_tensor, check_choice, check_int
 
 __all__ = ["Activation", "NAMES", "CLOSED_FORM_NAMES", "get", "gaussian_expectations", "Erf", "Elementwise",
            "derivative_of_module"]
@@ -59,41 +62,154 @@ __all__ = ["Activation", "NAMES", "CLOSED_FORM_NAMES", "get", "gaussian_expectat
 DEFAULT_MAX_MEMORY = 2**28
 """Bytes of intermediates a quadrature step may hold at once (256 MiB)."""
 
+MAX_QUADRATURE_DEGREE = 352
+"""Largest quadrature degree accepted. The radial Gauss rule (Stieltjes recurrence on a fixed grid,
+:func:`gaussian_expectations`) is accurate to rounding up to this degree (the test suite checks ``sin(a x)`` against
+its closed form there) and overflows from degree 353 on, giving NaN kernels; a degree of 352 already costs
+``6 · 352² ≈ 7.4e5`` evaluations of φ per entry and layer, far beyond what any smooth activation needs."""
+
+
+def check_quadrature(degree, max_memory, name: str = "quadrature_degree") -> tuple[int, int]:
+    """``(degree, max_memory)`` of a quadrature: ``2 ≤ degree ≤`` :data:`MAX_QUADRATURE_DEGREE`, ``max_memory ≥ 1``."""
+    return (check_int(degree, name, low=2, high=MAX_QUADRATURE_DEGREE),
+            check_int(max_memory, "max_memory", low=1))
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Variances and buffers shared by the steps
 # ---------------------------------------------------------------------------------------------------------------
 
 def inv_sqrt(q: torch.Tensor) -> torch.Tensor:
-    """``q^(−1/2)`` with zero variances mapped to a finite value: a zero variance (a zero input without bias) has
-    zero covariances, which any finite factor keeps exactly zero."""
-    return q.clamp_min(torch.finfo(q.dtype).tiny).rsqrt()
+    """``q^(−1/2)`` with zero variances mapped to a finite value: a zero variance (a zero input without bias, a
+    padded node) has zero covariances, which any finite factor keeps exactly zero. Under autograd those entries get
+    no gradient (the derivative of the floor's ``rsqrt`` overflows, and ``0 · ∞`` would be NaN)."""
+    tiny = torch.finfo(q.dtype).tiny
+    if not needs_grad(q):
+        return q.clamp_min(tiny).rsqrt()
+    small = q < tiny
+    return torch.where(small, tiny ** -0.5, torch.where(small, 1.0, q).rsqrt())
+
+
+def safe_sqrt(q: torch.Tensor) -> torch.Tensor:
+    """``√q`` for ``q ≥ 0`` whose derivative is 0 instead of ``∞`` (then NaN) where ``q = 0``: a zero variance
+    stays constant under any change of the inputs or variances that keeps it zero."""
+    if not needs_grad(q):
+        return q.sqrt()
+    zero = q <= 0
+    return torch.where(zero, 0.0, torch.where(zero, 1.0, q).sqrt())
 
 
 class Variances(NamedTuple):
-    """Variances ``q`` of one side of a pair of pre-activations, with ``√q`` and ``q^(−1/2)`` computed once (a
-    kernel slices them per tile instead of taking square roots in every tile)."""
+    """Variances ``q`` of one side of a pair of pre-activations, with ``√q``, ``q^(−1/2)`` and the erf step's
+    ``√(2/(1 + 2q))`` computed once (a kernel slices them per tile instead of recomputing them in every tile)."""
 
     q: torch.Tensor
     sqrt: torch.Tensor
     inv_sqrt: torch.Tensor
+    erf_scale: torch.Tensor
 
     @classmethod
     def of(cls, q: torch.Tensor) -> "Variances":
-        return cls(q, q.sqrt(), inv_sqrt(q))
+        return cls(q, safe_sqrt(q), inv_sqrt(q), (2 / (1 + 2 * q)).sqrt())
 
     def map(self, fn) -> "Variances":
-        """The same function (an index, a reshape) applied to all three tensors."""
-        return Variances(fn(self.q), fn(self.sqrt), fn(self.inv_sqrt))
+        """The same function (an index, a reshape) applied to every tensor."""
+        return Variances(*(fn(t) for t in self))
 
 
-def _set_diagonal(t: torch.Tensor, value: float, diag) -> None:
-    if diag is not None:
+class Near(NamedTuple):
+    """Entries of a step's ``k`` whose correlation ``c`` lies within :data:`NEAR` of ±1, with ``1 − c²`` computed
+    accurately by the caller (from the inputs themselves: :func:`ntkcore.layers._entrywise.input_sine_squared`).
+
+    Formed from ``c`` itself, ``1 − c²`` keeps only the absolute accuracy ε of ``c``: a relative error
+    ε/(1 − c²), which arccos turns into an angle error ε/θ and the erf step multiplies by the variance (erf kernels
+    of nearly parallel inputs of variance 10⁸ lost 5 digits, of variance 10¹⁰⁰ all of them).
+
+    ``where`` is a tuple of index tensors into ``k``; ``sin_sq`` holds ``1 − c² = sin²θ`` (> 0) there.
+    """
+
+    where: tuple
+    sin_sq: torch.Tensor
+
+
+NEAR = 1e-4
+"""Entries with ``|c| > 1 − NEAR`` get ``1 − c²`` from the inputs (:class:`Near`); elsewhere forming it from ``c``
+loses at most a factor ``1/NEAR`` of relative precision (about 1e-12 in float64)."""
+
+
+def _put(t: torch.Tensor, where: tuple, values: torch.Tensor) -> torch.Tensor:
+    """``t`` with ``t[where] = values``: in place, or on a copy when autograd follows either."""
+    if needs_grad(t, values):
+        return t.index_put(where, values)
+    t[where] = values
+    return t
+
+
+def _snap(k: torch.Tensor) -> float:
+    """``1 + 4ε``, a factor on the correlation before it is clamped to [−1, 1]. Two sides with equal variances and
+    covariance (identical inputs, or nodes of a graph with identical neighbourhoods) give ``c`` within two
+    roundings of ±1, and arccos turns a rounding ε into an angle √(2ε) (1.5e-8 in float64). The factor sends them
+    to exactly ±1; it moves any other correlation by at most 4ε, within its own rounding error."""
+    return 1.0 + 4.0 * torch.finfo(k.dtype).eps
+
+
+def _set_diagonal(t: torch.Tensor, value: float, diag) -> torch.Tensor:
+    """``t`` with the entries ``diag`` marks set to ``value`` (in place, or on a copy when autograd follows ``t``).
+    The value is a constant, so no gradient flows through those entries; none should, as the correlation of two
+    equal inputs is stationary (its derivative with respect to either input vanishes there)."""
+    if diag is None:
+        return t
+    if t.requires_grad:
+        t = t.clone()
+    if isinstance(diag, torch.Tensor):
+        t.masked_fill_(diag, value)
+    else:
         diag(t).fill_(value)
+    return t
 
 
-def _buffers(free, like: torch.Tensor, count: int):
-    return free[:count] if free is not None else [torch.empty_like(like) for _ in range(count)]
+def _set_diagonal_to(t: torch.Tensor, values: torch.Tensor, diag) -> torch.Tensor:
+    """``t`` with the entries ``diag`` marks set to the matching entries of ``values`` (broadcastable to ``t``; in
+    place, or on a copy when autograd follows either; then the gradient flows through ``values``)."""
+    values = values.expand_as(t)
+    if isinstance(diag, torch.Tensor):
+        return torch.where(diag, values, t) if needs_grad(t, values) else t.masked_scatter_(diag, values[diag])
+    if needs_grad(t, values):
+        t = t.clone()
+    diag(t).copy_(diag(values))
+    return t
+
+
+class Ops:
+    """Runs each operation of a kernel step into a buffer (in place) or, with ``free`` None, into a new tensor.
+
+    The steps are written once with it: ``o(torch.mul, a, b, into=buf)``. The tiled kernels pass preallocated
+    buffers and everything runs in place; with inputs that require gradients they pass none, every operation
+    allocates, and autograd follows the computation.
+    """
+
+    def __init__(self, free):
+        self.free = list(free) if free is not None else None
+
+    def buffer(self, index: int):
+        return None if self.free is None else self.free[index]
+
+    def __call__(self, fn, *args, into=None, **kwargs) -> torch.Tensor:
+        if self.free is None or into is None:
+            return fn(*args, **kwargs)
+        return fn(*args, out=into, **kwargs)
+
+
+def needs_grad(*tensors) -> bool:
+    """Whether autograd is recording and one of ``tensors`` (or of the tensors of :class:`Variances`) needs a
+    gradient: the steps then allocate their results instead of writing into buffers."""
+    if not torch.is_grad_enabled():
+        return False
+    for t in tensors:
+        parts = t if isinstance(t, Variances) else (t,)
+        if any(isinstance(p, torch.Tensor) and p.requires_grad for p in parts):
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -104,42 +220,99 @@ def _nonzero(b) -> bool:
     return isinstance(b, torch.Tensor) or b != 0
 
 
-def _relu_step(k, v1, v2, diag, wv, bv, free=None):
+def _affine(o: Ops, e, wv, bv):
+    """``wv · e + bv``, over ``e``."""
+    e = o(torch.mul, e, wv, into=e)
+    return o(torch.add, e, bv, into=e) if _nonzero(bv) else e
+
+
+def _relu_step(k, v1, v2, diag, wv, bv, free=None, near=None):
     # With c = cos θ:  E[relu relu] = √(q1 q2)/(2π) (sin θ + (π − θ) c),  E[relu′ relu′] = (π − θ)/(2π).
-    # Work with nc = −c, so that π − θ = arccos(nc): seven in-place passes over the tile (plus the bias).
-    nc, pi_minus_theta, out = _buffers(free, k, 3)
-    torch.mul(k, v1.inv_sqrt, out=nc).mul_(-v2.inv_sqrt).clamp_(-1.0, 1.0)
-    _set_diagonal(nc, -1.0, diag)
-    torch.arccos(nc, out=pi_minus_theta)
+    # Work with nc = −c, so that π − θ = arccos(nc): seven passes over the tile (plus the bias). Where the caller
+    # knows sin θ better (near ±1), π − θ = atan2(sin θ, −c) there.
+    o = Ops(free)
+    nc = o(torch.mul, k, v1.inv_sqrt * _snap(k), into=o.buffer(0))
+    nc = o(torch.mul, nc, -v2.inv_sqrt, into=nc)
+    nc = _set_diagonal(o(torch.clamp, nc, -1.0, 1.0, into=nc), -1.0, diag)
     one = torch.ones((), dtype=k.dtype, device=k.device)
-    torch.addcmul(one, nc, nc, value=-1.0, out=out).sqrt_()  # sin θ
-    out.addcmul_(pi_minus_theta, nc, value=-1.0)
-    out.mul_(v1.sqrt * (wv / (2 * math.pi))).mul_(v2.sqrt)
-    if _nonzero(bv):
-        out.add_(bv)
-    return out, pi_minus_theta, 1.0 / (2 * math.pi)
+    sin = o(torch.addcmul, one, nc, nc, value=-1.0, into=o.buffer(2))
+    differentiable = needs_grad(nc)
+    if differentiable:  # √′ and arccos′ are infinite where |c| = 1; with a floor and atan2 the derivatives exist
+        sin = sin.clamp(min=torch.finfo(k.dtype).tiny)
+    sin = o(torch.sqrt, sin, into=sin)
+    fix = near(nc) if near is not None else None
+    if fix is not None:
+        sin = _put(sin, fix.where, fix.sin_sq.sqrt())
+    if differentiable:
+        pi_minus_theta = torch.atan2(sin, nc)
+    else:
+        pi_minus_theta = torch.arccos(nc, out=o.buffer(1))
+        if fix is not None:
+            pi_minus_theta[fix.where] = torch.atan2(sin[fix.where], nc[fix.where])
+    out = o(torch.addcmul, sin, pi_minus_theta, nc, value=-1.0, into=sin)
+    out = o(torch.mul, o(torch.mul, out, v1.sqrt * (wv / (2 * math.pi)), into=out), v2.sqrt, into=out)
+    return (o(torch.add, out, bv, into=out) if _nonzero(bv) else out), pi_minus_theta, 1.0 / (2 * math.pi)
 
 
-def _erf_step(k, v1, v2, diag, wv, bv, free=None):
-    # E[erf erf] = (2/π) arcsin(2 q12 / √((1+2q11)(1+2q22))),
-    # E[erf′ erf′] = (4/π) ((1+2q11)(1+2q22) − 4 q12²)^(−1/2) = (4/π) r1 r2 / √(1 − z²) with r, z below.
-    z, d = _buffers(free, k, 2)
-    r1, r2 = inv_sqrt(1 + 2 * v1.q), inv_sqrt(1 + 2 * v2.q)
-    torch.mul(k, 2 * r1, out=z).mul_(r2).clamp_(-1.0, 1.0)
+_ERF_SHORT_FORM_MAX_VARIANCE = 64.0
+"""Up to this variance the erf step forms ``1 − z²`` directly: it is at least ``1/(1 + 2q)``, so its relative
+rounding error stays below ``(1 + 2q) ε``, 129 ε. Above, the step uses the sum of non-negative terms."""
+
+
+def _erf_step(k, v1, v2, diag, wv, bv, free=None, near=None):
+    # With s = (1 + 2q)^(−1), ρ² = 2q s and the correlation c:  z = 2 q12 √(s1 s2) = c ρ1 ρ2,
+    #   E[erf erf] = (2/π) arcsin z = (2/π) arctan(z / √(1 − z²)),
+    #   E[erf′ erf′] = (4/π) ((1+2q11)(1+2q22) − 4 q12²)^(−1/2) = (2/π) √(2s1) √(2s2) / √(1 − z²).
+    # Forming 1 − z² from a rounded z loses (1 + 2q) ε of its relative precision: nothing for moderate variances,
+    # everything at q ~ 1/ε. Large variances therefore use 1 − z² = (s1 + s2 − s1 s2) + ρ1² ρ2² (1 − c²), a sum of
+    # non-negative terms (with 1 − c² from the inputs where c is near ±1, see Near), and arctan for arcsin.
+    o = Ops(free)
+    largest = max(float(v.q.detach().max()) if isinstance(v.q, torch.Tensor) else float(v.q) for v in (v1, v2))
+    if largest <= _ERF_SHORT_FORM_MAX_VARIANCE:
+        out, inv_d = _erf_short_form(o, k, v1, v2, diag)
+    else:
+        out, inv_d = _erf_long_form(o, k, v1, v2, diag, near)
+    out = _affine(o, out, wv * 2 / math.pi, bv)
+    inv_d = o(torch.mul, o(torch.mul, inv_d, v1.erf_scale, into=inv_d), v2.erf_scale, into=inv_d)
+    return out, inv_d, 2 / math.pi
+
+
+def _erf_short_form(o: Ops, k, v1, v2, diag):
+    """``(arcsin z, 1/√(1 − z²))`` for variances up to :data:`_ERF_SHORT_FORM_MAX_VARIANCE`, with
+    ``z = k √(2s1) √(2s2)`` formed in two passes. There ``|z| ≤ ρ1 ρ2 ≤ 128/129`` and arcsin is well conditioned,
+    so a correlation a few roundings above 1 needs no clamp of its own (the clamp to [−1, 1] only guards arcsin);
+    the entries of an input with itself get ``z = ρ²`` exactly."""
+    z = o(torch.mul, o(torch.mul, k, v1.erf_scale, into=o.buffer(0)), v2.erf_scale, into=o.buffer(0))
+    z = o(torch.clamp, z, -1.0, 1.0, into=z)
+    if diag is not None:  # ρ = √(2q s) = √q √(2s)
+        z = _set_diagonal_to(z, (v1.sqrt * v1.erf_scale) * (v2.sqrt * v2.erf_scale), diag)
     one = torch.ones((), dtype=k.dtype, device=k.device)
-    torch.addcmul(one, z, z, value=-1.0, out=d).rsqrt_().mul_(r1).mul_(r2)
-    out = torch.arcsin_(z).mul_(wv * 2 / math.pi)
-    if _nonzero(bv):
-        out.add_(bv)
-    return out, d, 4 / math.pi
+    inv_d = o(torch.rsqrt, o(torch.addcmul, one, z, z, value=-1.0, into=o.buffer(1)), into=o.buffer(1))
+    return o(torch.asin, z, into=z), inv_d
 
 
-def _identity_step(k, v1, v2, diag, wv, bv, free=None):
-    (out,) = _buffers(free, k, 1)
-    torch.mul(k, wv, out=out)
-    if _nonzero(bv):
-        out.add_(bv)
-    return out, 1.0, 1.0
+def _erf_long_form(o: Ops, k, v1, v2, diag, near):
+    """``(arctan(z/√(1 − z²)), 1/√(1 − z²))`` with ``1 − z²`` as a sum of non-negative terms (large variances)."""
+    s1, s2 = 1 / (1 + 2 * v1.q), 1 / (1 + 2 * v2.q)
+    rho1, rho2 = safe_sqrt(2 * v1.q * s1), safe_sqrt(2 * v2.q * s2)
+    c = o(torch.mul, o(torch.mul, k, v1.inv_sqrt * _snap(k), into=o.buffer(0)), v2.inv_sqrt, into=o.buffer(0))
+    c = _set_diagonal(o(torch.clamp, c, -1.0, 1.0, into=c), 1.0, diag)
+    one = torch.ones((), dtype=k.dtype, device=k.device)
+    t = o(torch.addcmul, one, c, c, value=-1.0, into=o.buffer(1))  # 1 − c²
+    fix = near(c) if near is not None else None
+    if fix is not None:
+        t = _put(t, fix.where, fix.sin_sq)
+    t = o(torch.mul, t, rho1 * rho1, into=t)
+    d_sq = o(torch.addcmul, s2, s1, 1 - s2, into=o.buffer(2))  # s1 + s2 − s1 s2
+    inv_d = o(torch.rsqrt, o(torch.addcmul, d_sq, t, rho2 * rho2, into=d_sq), into=d_sq)
+    w = o(torch.mul, o(torch.mul, o(torch.mul, c, rho1, into=c), rho2, into=c), inv_d, into=c)  # z/√(1 − z²)
+    return o(torch.atan, w, into=w), inv_d
+
+
+def _identity_step(k, v1, v2, diag, wv, bv, free=None, near=None):
+    o = Ops(free)
+    out = o(torch.mul, k, wv, into=o.buffer(0))
+    return (o(torch.add, out, bv, into=out) if _nonzero(bv) else out), 1.0, 1.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,13 +353,17 @@ def _polar_rule(degree: int, dtype, device):
 
 
 def _value_and_derivative(fn: Callable, x: torch.Tensor):
+    """``(φ(x), φ′(x))`` with φ′ from autograd. When ``x`` itself carries a gradient (a kernel differentiated with
+    respect to its inputs), both keep their graph, so that φ′ can be differentiated again."""
+    keep = needs_grad(x)
     with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
+        xg = x if keep else x.detach().requires_grad_(True)
         y = fn(xg)
         if not isinstance(y, torch.Tensor) or y.shape != x.shape:
             raise ValueError("activation must be an elementwise torch function (same shape out as in)")
-        (dy,) = torch.autograd.grad(y.sum(), xg, allow_unused=True)
-    return y.detach(), (torch.zeros_like(x) if dy is None else dy)
+        (dy,) = torch.autograd.grad(y.sum(), xg, allow_unused=True, create_graph=keep)
+    dy = torch.zeros_like(x) if dy is None else dy
+    return (y, dy) if keep else (y.detach(), dy)
 
 
 def gaussian_expectations(fn: Callable, q11, q22, q12, *, degree: int = 32, max_memory: int = DEFAULT_MAX_MEMORY):
@@ -203,16 +380,45 @@ def gaussian_expectations(fn: Callable, q11, q22, q12, *, degree: int = 32, max_
     identity agree with their closed forms to rounding, erf to better than 1e-8 for variances up to 10 (steeper
     functions need more nodes). Kinks away from 0 converge more slowly.
 
-    ``fn`` is an elementwise torch callable; φ′ comes from autograd. ``q11, q22, q12`` are broadcastable tensors
-    (``q11, q22 > 0``); the two results have their broadcast shape. Entries are processed in chunks of at most
-    ``max_memory`` bytes of intermediates.
+    Parameters
+    ----------
+    fn : φ, an elementwise torch callable or ``nn.Module``, or a registered name (:data:`NAMES`); φ′ comes from
+        autograd.
+    q11, q22, q12 : broadcastable arrays of real numbers, ``q11, q22 ≥ 0`` and ``q12² ≤ q11 q22`` (a covariance
+        matrix, to rounding); ``q11`` is the reference of the mixed-input policy (:mod:`ntkcore._checks`).
+    degree : ``2..352`` (:data:`MAX_QUADRATURE_DEGREE`).
+    max_memory : bytes of intermediates; entries are processed in chunks within it.
+
+    Returns
+    -------
+    ``(E[φ(u)φ(v)], E[φ′(u)φ′(v)])``, each of the broadcast shape of ``q11, q22, q12``.
     """
-    q11, q22, q12 = torch.broadcast_tensors(q11, q22, q12)
+    fn = get(fn, name="fn").fn
+    degree, max_memory = check_quadrature(degree, max_memory, "degree")
+    q11, q22, q12 = _covariance(q11, q22, q12)
     shape = q12.shape
-    r1, r2 = inv_sqrt(q11), inv_sqrt(q22)
-    cos = (q12 * r1 * r2).clamp_(-1.0, 1.0)
-    return _polar_quadrature(fn, q11.sqrt().reshape(-1), q22.sqrt().reshape(-1), torch.arccos(cos).reshape(-1),
-                             degree, max_memory, shape)
+    cos = (q12 * inv_sqrt(q11) * inv_sqrt(q22) * _snap(q12)).clamp(-1.0, 1.0)
+    return _polar_quadrature(fn, safe_sqrt(q11).reshape(-1), safe_sqrt(q22).reshape(-1),
+                             torch.arccos(cos).reshape(-1), degree, max_memory, shape)
+
+
+def _covariance(q11, q22, q12):
+    """The three entries of 2 × 2 covariance matrices, checked and broadcast."""
+    q11 = as_tensor(q11, "q11")
+    q22, q12 = (as_tensor(q, name, like=q11, like_name="q11") for q, name in ((q22, "q22"), (q12, "q12")))
+    try:
+        q11, q22, q12 = torch.broadcast_tensors(q11, q22, q12)
+    except RuntimeError:
+        raise ValueError(f"q11, q22 and q12 must have broadcastable shapes, got {tuple(q11.shape)}, "
+                         f"{tuple(q22.shape)} and {tuple(q12.shape)}") from None
+    for q, name in ((q11, "q11"), (q22, "q22")):
+        if bool((q < 0).any()):
+            raise ValueError(f"{name} must hold variances >= 0, got {float(q.min()):.3g}")
+    excess = q12.abs() - (q11 * q22).sqrt() * (1 + 8 * torch.finfo(q12.dtype).eps)
+    if bool((excess > 0).any()):
+        raise ValueError("q12 must satisfy q12² <= q11 q22 (the entries of a covariance matrix), got |q12| exceeding "
+                         f"sqrt(q11 q22) by {float(excess.max()):.3g}")
+    return q11, q22, q12
 
 
 def _polar_quadrature(fn, s1, s2, theta, degree, max_memory, shape):
@@ -244,16 +450,20 @@ def _polar_quadrature(fn, s1, s2, theta, degree, max_memory, shape):
     return e_phi.reshape(shape), e_dphi.reshape(shape)
 
 
-def _quadrature_step(fn, degree, max_memory, k, v1, v2, diag, wv, bv, free=None):
-    k, s1, s2, r1, r2 = torch.broadcast_tensors(k, v1.sqrt, v2.sqrt, v1.inv_sqrt, v2.inv_sqrt)
-    cos = (k * r1 * r2).clamp_(-1.0, 1.0)
-    _set_diagonal(cos, 1.0, diag)
-    e_phi, e_dphi = _polar_quadrature(fn, s1.reshape(-1), s2.reshape(-1), torch.arccos(cos).reshape(-1),
-                                      degree, max_memory, k.shape)
-    e_phi.mul_(wv)
-    if _nonzero(bv):
-        e_phi.add_(bv)
-    return e_phi, e_dphi, 1.0
+def _quadrature_step(fn, degree, max_memory, k, v1, v2, diag, wv, bv, free=None, near=None):
+    k, s1, s2, r1, r2 = torch.broadcast_tensors(k, v1.sqrt, v2.sqrt, v1.inv_sqrt * _snap(k), v2.inv_sqrt)
+    cos = _set_diagonal((k * r1 * r2).clamp(-1.0, 1.0), 1.0, diag)
+    fix = near(cos) if near is not None else None
+    if needs_grad(cos):  # arccos′ is infinite where |c| = 1; atan2 of a floored sine has finite derivatives
+        sin = (1 - cos * cos).clamp(min=torch.finfo(cos.dtype).tiny).sqrt()
+        theta = torch.atan2(sin if fix is None else _put(sin, fix.where, fix.sin_sq.sqrt()), cos)
+    else:
+        theta = torch.arccos(cos)
+        if fix is not None:
+            theta[fix.where] = torch.atan2(fix.sin_sq.sqrt(), cos[fix.where])
+    e_phi, e_dphi = _polar_quadrature(fn, s1.reshape(-1), s2.reshape(-1), theta.reshape(-1), degree, max_memory,
+                                      k.shape)
+    return _affine(Ops(free if not needs_grad(e_phi) else None), e_phi, wv, bv), e_dphi, 1.0
 
 
 
@@ -322,12 +532,13 @@ class Activation:
     _mul_derivative: Callable | None = dataclasses.field(default=None, repr=False)
     in_place: bool = False
 
-    def step(self, k, v1, v2, diag, wv, bv, free=None):
+    def step(self, k, v1, v2, diag, wv, bv, free=None, near=None):
         """The Gaussian step ``(wv · E[φ(u)φ(v)] + bv, d, scale)`` with ``E[φ′(u)φ′(v)] = scale · d``; see the
         module docstring for the arguments."""
         if self._step is not None:
-            return self._step(k, v1, v2, diag, wv, bv, free)
-        return _quadrature_step(self.fn, self.quadrature_degree, self.max_memory, k, v1, v2, diag, wv, bv, free)
+            return self._step(k, v1, v2, diag, wv, bv, free, near)
+        return _quadrature_step(self.fn, self.quadrature_degree, self.max_memory, k, v1, v2, diag, wv, bv, free,
+                                near)
 
     def moments(self, q11, q22, q12):
         """``(E[φ(u)φ(v)], E[φ′(u)φ′(v)])`` for ``(u, v) ~ N(0, [[q11, q12], [q12, q22]])``, broadcast tensors."""
@@ -358,11 +569,12 @@ class Activation:
         return self._module() if self._module is not None else Elementwise(self.fn)
 
     def with_quadrature(self, degree: int, max_memory: int) -> "Activation":
-        """The same activation with another quadrature degree and memory bound (closed forms ignore both)."""
+        """The same activation with another quadrature degree and memory bound (checked by
+        :func:`check_quadrature`; closed forms ignore both)."""
+        degree, max_memory = check_quadrature(degree, max_memory)
         if self.closed_form:
             return self
-        return dataclasses.replace(self, quadrature_degree=check_int(degree, "quadrature_degree", low=2),
-                                   max_memory=check_int(max_memory, "max_memory", low=1))
+        return dataclasses.replace(self, quadrature_degree=degree, max_memory=max_memory)
 
     def __repr__(self) -> str:
         return f"Activation({self.name!r})"

@@ -16,7 +16,10 @@ Mendelson 2002.
   started at ``u = 0`` (gradient flow, the integral by the trapezoidal rule on recorded times).
 * :func:`descent_deviation_bound` -- its exact discrete form for gradient descent, from the residuals at every step.
 
-Matrices are float tensors or numpy arrays; results follow the input's device and dtype (numpy input: float64).
+Matrices are float tensors or numpy arrays; kernel matrices must be symmetric (up to rounding). The kernel matrix
+(``h`` or ``h_star``) is each function's reference: results follow its device and dtype (numpy input: float64), and
+the other tensor arguments must be on its device and in its floating dtype (the policy for mixed inputs of
+:mod:`ntkcore._checks`).
 """
 from __future__ import annotations
 
@@ -33,11 +36,26 @@ __all__ = ["interpolant_norm", "rademacher_bound", "generalization_bound", "kern
 
 
 def _gram(h, name: str = "h") -> torch.Tensor:
-    return square(h, name, nonempty=True)
+    return square(h, name, nonempty=True, symmetric=True)
 
 
-def _labels(y, h: torch.Tensor, name: str = "y") -> torch.Tensor:
-    return labels(y, h.shape[0], like=h, name=name, of="row of the kernel matrix")
+def _norm(v: torch.Tensor, dim=None) -> torch.Tensor:
+    """Euclidean norm over ``dim`` computed on ``v`` divided by its largest magnitude: the squares neither overflow
+    (entries beyond ~1e154) nor underflow (below ~1e-154)."""
+    scale = v.abs().amax() if dim is None else v.abs().amax(dim=dim)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return scale * torch.linalg.vector_norm(v / (scale if dim is None else scale.unsqueeze(dim)), dim=dim)
+
+
+def _finite(value, what: str):
+    """``value`` (a float or an array), or a ValueError naming ``what`` if it left the floating-point range."""
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"the bound is not representable in float64: {what} too large; rescale them")
+    return value
+
+
+def _labels(y, h: torch.Tensor, name: str = "y", like_name: str = "h") -> torch.Tensor:
+    return labels(y, h.shape[0], like=h, like_name=like_name, name=name, of="row of the kernel matrix")
 
 
 def interpolant_norm(h, y) -> float:
@@ -45,13 +63,13 @@ def interpolant_norm(h, y) -> float:
 
     For ``f = Σ_i α_i k(·, x_i)`` the reproducing property gives ``‖f‖²_H = αᵀHα``; with ``α = H⁻¹y`` this is
     ``yᵀH⁻¹y`` (book chapter 4; Arora et al. 2019, section 5). ``h`` is the ``(n, n)`` Gram matrix on the training
-    inputs (positive definite; computed with the Cholesky factorization of :mod:`ntkcore.predict`, which raises a
+    inputs (symmetric positive definite, a ValueError otherwise; computed with the Cholesky factorization of :mod:`ntkcore.predict`, which raises a
     ValueError naming the smallest eigenvalue otherwise), ``y`` the ``(n,)`` labels. Returns a float.
     """
     h = _gram(h)
     y = _labels(y, h)
     z = torch.linalg.solve_triangular(_cholesky(h, "h", 0.0), y[:, None], upper=False)  # z = L⁻¹y, ‖z‖² = yᵀH⁻¹y
-    return float(torch.linalg.vector_norm(z))
+    return _finite(float(_norm(z.detach())), "y (or 1/h)")
 
 
 def rademacher_bound(h, radius: float) -> float:
@@ -63,10 +81,10 @@ def rademacher_bound(h, radius: float) -> float:
     """
     h = _gram(h)
     radius = check_real(radius, "radius", low=0.0)
-    trace = float(torch.diagonal(h).sum())
-    if trace < 0:
-        raise ValueError(f"h must be positive semi-definite, but its trace is {trace:.3e}")
-    return radius * np.sqrt(trace) / h.shape[0]
+    diag = torch.diagonal(h).detach()
+    if bool((diag < 0).any()):
+        raise ValueError(f"h must be positive semi-definite, but its diagonal holds {float(diag.detach().min()):.3e} < 0")
+    return _finite(radius * float(_norm(diag.detach().sqrt())) / h.shape[0], "radius or h")  # √tr(H) = ‖√diag‖
 
 
 def generalization_bound(h, y, delta: float | None = None) -> float:
@@ -93,7 +111,8 @@ def generalization_bound(h, y, delta: float | None = None) -> float:
         return leading
     delta = check_real(delta, "delta", low=0.0, high=1.0, low_open=True, high_open=True)
     n = h.shape[0]
-    return leading + math.sqrt(2 / n) + 3 * math.sqrt(math.log(2 * (norm + 1) * (norm + 2) / delta) / (2 * n))
+    log_term = math.log(2.0) + math.log1p(norm) + math.log(norm + 2) - math.log(delta)  # no overflow for tiny delta
+    return _finite(leading + math.sqrt(2 / n) + 3 * math.sqrt(log_term / (2 * n)), "y or h")
 
 
 def kernel_deviation_bound(h_star, times, kernels, residuals, u0=None) -> np.ndarray:
@@ -120,19 +139,19 @@ def kernel_deviation_bound(h_star, times, kernels, residuals, u0=None) -> np.nda
     """
     h_star = _gram(h_star, "h_star")
     n = h_star.shape[0]
-    t = check_times(times, "times", like=h_star, increasing=True, from_zero=True)
+    t = check_times(times, "times", like=h_star, like_name="h_star", increasing=True, from_zero=True)
     r = t.shape[0]
-    k = as_tensor(kernels, "kernels", ndim=3, device=h_star.device, dtype=h_star.dtype)
+    k = as_tensor(kernels, "kernels", ndim=3, like=h_star, like_name="h_star")
     if k.shape != (r, n, n):
         raise ValueError(f"kernels must have shape (R, n, n) = {(r, n, n)}, got {tuple(k.shape)}")
-    e = as_tensor(residuals, "residuals", ndim=2, device=h_star.device, dtype=h_star.dtype)
+    e = as_tensor(residuals, "residuals", ndim=2, like=h_star, like_name="h_star")
     if e.shape != (r, n):
         raise ValueError(f"residuals must have shape (R, n) = {(r, n)}, got {tuple(e.shape)}")
-    start = 0.0 if u0 is None else float(torch.linalg.vector_norm(_labels(u0, h_star, "u0")))
-    integrand = torch.linalg.vector_norm(torch.einsum("rij,rj->ri", k - h_star, e), dim=1)
+    start = 0.0 if u0 is None else float(_norm(_labels(u0, h_star, "u0", "h_star").detach()))
+    integrand = _norm(torch.einsum("rij,rj->ri", k - h_star, e), dim=1)
     pieces = (integrand[1:] + integrand[:-1]) / 2 * (t[1:] - t[:-1])
     integral = torch.cat([pieces.new_zeros(1), torch.cumsum(pieces, dim=0)])
-    return (start + integral).detach().cpu().numpy()
+    return _finite((start + integral).detach().cpu().numpy(), "kernels, residuals or times")
 
 
 def descent_deviation_bound(h_star, residuals, learning_rate, u0=None) -> np.ndarray:
@@ -159,13 +178,14 @@ def descent_deviation_bound(h_star, residuals, learning_rate, u0=None) -> np.nda
     """
     h_star = _gram(h_star, "h_star")
     eta = check_real(learning_rate, "learning_rate", low=0.0, low_open=True)
-    top = float(torch.linalg.eigvalsh(h_star)[-1])
+    top = float(torch.linalg.eigvalsh(h_star.detach())[-1])
     if eta * top > 2 * (1 + 1e-12):
         raise ValueError(f"learning_rate must be at most 2/λ_max(h_star) = {2 / top:.6g} for the bound to hold, "
                          f"got {eta:g}")
-    e = as_tensor(residuals, "residuals", ndim=2, device=h_star.device, dtype=h_star.dtype)
+    e = as_tensor(residuals, "residuals", ndim=2, like=h_star, like_name="h_star")
     if e.shape[1] != h_star.shape[0] or e.shape[0] == 0:
         raise ValueError(f"residuals must have shape (K + 1, n) with n = {h_star.shape[0]}, got {tuple(e.shape)}")
-    start = 0.0 if u0 is None else float(torch.linalg.vector_norm(_labels(u0, h_star, "u0")))
-    terms = torch.linalg.vector_norm(e[:-1] - e[1:] - eta * e[:-1] @ h_star, dim=1)  # H* symmetric
-    return (start + torch.cat([terms.new_zeros(1), torch.cumsum(terms, 0)])).detach().cpu().numpy()
+    start = 0.0 if u0 is None else float(_norm(_labels(u0, h_star, "u0", "h_star").detach()))
+    terms = _norm(e[:-1] - e[1:] - eta * e[:-1] @ h_star, dim=1)  # H* symmetric
+    return _finite((start + torch.cat([terms.new_zeros(1), torch.cumsum(terms, 0)])).detach().cpu().numpy(),
+                   "residuals")

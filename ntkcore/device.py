@@ -91,6 +91,34 @@ def resolve(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
     return resolve_device(device), resolve_dtype(dtype)
 
 
+def _cgroup_limit() -> int | None:
+    """The memory limit of this process's control group (containers), or None where there is none or it is unknown."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            return int(text)
+    return None
+
+
+def memory_bytes(device=None) -> int | None:
+    """Total memory of ``device`` in bytes: the GPU's memory for CUDA, else the machine's physical memory (capped by
+    a container's memory limit); None where it cannot be determined. Sizes that cannot fit are refused up front
+    (``ntkcore._checks.check_memory``) instead of swapping or being killed."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return int(torch.cuda.get_device_properties(dev).total_memory)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+    limit = _cgroup_limit()
+    return total if limit is None else min(total, limit)
+
+
 def available_devices() -> list[str]:
     """Devices usable here, CPU first: ``['cpu']`` or ``['cpu', 'cuda']`` (for tests and benchmarks)."""
     return ["cpu"] + (["cuda"] if cuda_available() else [])

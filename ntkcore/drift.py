@@ -18,8 +18,10 @@ layer by layer, the two representations become independent and ``k^L`` tends to 
 ``μ(x) = √(σ² q^{L−1}(x, x) / (2π)) = √(K_GP(x, x)/π)``, which grows with ``‖x‖``; for the odd activations erf and
 identity ``μ = 0`` and everything the network learned is lost.
 
-Conventions as in :mod:`ntkcore.ndk`: inputs are rows ``(n, N0)``, theory is float64 on the device of the inputs,
-lags ``tau`` are a 1-D array of length G and kernels over lags have shape ``(G, n1, n2)``.
+Conventions as in :mod:`ntkcore.ndk`: inputs are rows ``(n, N0)``, theory is float64 on the device of the inputs
+(every floating input is converted to float64, an explicit conversion; tensors must share the device of the first
+input unless ``device`` is given), lags ``tau`` are a 1-D array of length G and kernels over lags have shape
+``(G, n1, n2)``.
 """
 from __future__ import annotations
 
@@ -27,14 +29,10 @@ import math
 
 import torch
 
-from . import activations, ndk
-from ._checks import as_tensor, check_int, labels as check_labels, times
+from . import ndk
+from ._checks import as_tensor, check_int, finite_result, labels as check_labels, times
 
 ACTIVATIONS = ndk.ACTIVATIONS
-
-
-def _check(L, activation, sigma_sq, T=None):
-    ndk.check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, **({} if T is None else {"T": T}))
 
 
 def _rows(x, name, device):
@@ -57,9 +55,9 @@ def drift_kernel(x1, x2=None, tau=0.0, *, L, activation, sigma_sq, T, device=Non
     ``≥ 0`` (number or 1-D, length G); ``L ≥ 1`` hidden layers; ``activation`` in ``'relu', 'erf', 'identity'``;
     ``sigma_sq`` the prior variance σ² > 0; ``T ≥ 0`` the temperature.
     """
-    _check(L, activation, sigma_sq, T)
+    L, activation, sigma_sq, T = ndk.check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, T=T)
     x1, x2 = ndk._inputs(x1, x2, device)
-    tau = times(tau, "tau", like=x1, nonempty=True)
+    tau = times(tau, "tau", like=x1, like_name="x1", dtype=torch.float64, device=device, nonempty=True)
     return ndk.stationary_kernels(x1, x2, tau, L=L, activation=activation, sigma_sq=sigma_sq, T=T).nngp
 
 
@@ -71,7 +69,7 @@ def mean_activation(x, *, L, activation, sigma_sq, device=None):
     kernel of ``L − 1`` hidden layers (:func:`ntkcore.ndk.k_gp`). ReLU: ``μ = √(v/(2π))``; erf and identity are odd,
     so ``μ = 0``. ``x (n, N0)``.
     """
-    _check(L, activation, sigma_sq)
+    L, activation, sigma_sq = ndk.check_hyper(L=L, activation=activation, sigma_sq=sigma_sq)
     x = _rows(x, "x", device)
     if activation != "relu":  # erf and identity are odd: E φ(h) = 0 for a centred Gaussian h
         return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
@@ -112,9 +110,9 @@ def posterior_coefficients(x_train, y, *, L, activation, sigma_sq, T, device=Non
     ``κ(x)ᵀ α`` for some kernel row ``κ``. With ``γ = T/σ²``. Cholesky; a matrix that is not positive definite
     raises a ValueError naming its smallest eigenvalue. ``x_train (P, N0)``, ``y (P,)``.
     """
-    _check(L, activation, sigma_sq, T)
+    L, activation, sigma_sq, T = ndk.check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, T=T)
     x_train = _rows(x_train, "x_train", device)
-    y = check_labels(y, x_train.shape[0], like=x_train)
+    y = check_labels(y, x_train.shape[0], like=x_train, like_name="x_train", device=device, dtype=torch.float64)
     return ndk.posterior_coefficients(x_train, y, L=L, activation=activation, sigma_sq=sigma_sq, T=T)
 
 
@@ -157,18 +155,22 @@ def weight_correlation(w, ref=0):
     ``w`` is one recorded weight tensor of :class:`ntkcore.langevin.LangevinResult` (``(E, G, ...)``, e.g. ``W^1``
     of shape ``(E, G, N, N0)``). At equilibrium every weight is an Ornstein-Uhlenbeck coordinate of the prior up to
     ``O(N^{-1/2})`` per weight, so ``E ρ(t_ref + τ) ≈ e^{−γτ}`` (the weight covariance ``m(t, t′)`` of NDK paper
-    Eq. 9; book Chapter 6).
+    Eq. 9; book Chapter 6). ``ρ`` is invariant under a rescaling of ``w_e``: each network's weights are divided by
+    their largest magnitude at ``t_ref`` first, so that weights anywhere in the float64 range give the same ``ρ``
+    (a ``ρ`` beyond that range is a ValueError).
     """
     w = as_tensor(w, "w", device=w.device if isinstance(w, torch.Tensor) else None)
     if w.ndim < 2 or w.shape[0] == 0 or w.shape[1] == 0:
         raise ValueError(f"w must have shape (E, G, ...) with E, G >= 1, got {tuple(w.shape)}")
     ref = check_int(ref, "ref", low=-w.shape[1], high=w.shape[1] - 1)
     w = w.reshape(w.shape[0], w.shape[1], -1).double()
-    w0 = w[:, ref]
-    norm = (w0 * w0).sum(1)
-    if bool((norm == 0).any()):
+    top = w[:, ref].abs().amax(1) if w.shape[2] else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+    if bool((top == 0).any()):
         raise ValueError("w is zero at the reference time for some network; the overlap is undefined")
-    return torch.einsum("egk,ek->eg", w, w0) / norm[:, None]
+    w = w / top[:, None, None]  # ρ is invariant under w_e → w_e / c: no overflow or underflow in the products
+    w0 = w[:, ref]
+    rho = torch.einsum("egk,ek->eg", w, w0) / (w0 * w0).sum(1)[:, None]
+    return finite_result(rho, "weight correlation", "w (its entries span more than the float64 range)")
 
 
 def threshold_accuracy(scores, labels, eval_scores=None, eval_labels=None):
@@ -187,16 +189,19 @@ def threshold_accuracy(scores, labels, eval_scores=None, eval_labels=None):
     s = as_tensor(scores, "scores", ndim=(1, 2), dtype=torch.float64)
     one = s.ndim == 1
     s = s.reshape(1, -1) if one else s
+    if s.shape[1] == 0:
+        raise ValueError(f"scores must hold at least one score per row, got shape {tuple(s.shape)}")
     y = _signs(labels, "labels", s.shape[1], s)
     if (eval_scores is None) != (eval_labels is None):
         raise ValueError("give both eval_scores and eval_labels, or neither")
     if eval_scores is None:
         e, ye = s, y
     else:
-        e = as_tensor(eval_scores, "eval_scores", ndim=(1, 2), device=s.device, dtype=torch.float64)
+        e = as_tensor(eval_scores, "eval_scores", ndim=(1, 2), like=s, like_name="scores", dtype=torch.float64)
         e = e.reshape(1, -1) if e.ndim == 1 else e
-        if e.shape[0] != s.shape[0]:
-            raise ValueError(f"eval_scores must have {s.shape[0]} rows like scores, got {e.shape[0]}")
+        if e.shape[0] != s.shape[0] or e.shape[1] == 0:
+            raise ValueError(f"eval_scores must have {s.shape[0]} rows like scores and at least one column, got shape "
+                             f"{tuple(e.shape)}")
         ye = _signs(eval_labels, "eval_labels", e.shape[1], s)
     n = s.shape[1]
     srt, order = torch.sort(s, dim=1)
@@ -221,7 +226,7 @@ def threshold_accuracy(scores, labels, eval_scores=None, eval_labels=None):
 
 
 def _signs(values, name, n, like):
-    y = check_labels(values, n, like=like, name=name, of="score")
+    y = check_labels(values, n, like=like, like_name="scores", dtype=torch.float64, name=name, of="score")
     if not bool(((y == 1) | (y == -1)).all()):
         raise ValueError(f"{name} must be ±1 labels")
     return y

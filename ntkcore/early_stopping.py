@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import check_real
+from ._checks import as_numpy, check_real
 
 
 class EarlyStopping(NamedTuple):
@@ -45,10 +45,7 @@ class EarlyStopping(NamedTuple):
 
 
 def _vector(a, name):
-    a = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=float)
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be finite (no NaN or inf)")
-    return a
+    return as_numpy(a, name)
 
 
 def loss_curve(predictions, targets):
@@ -62,7 +59,14 @@ def loss_curve(predictions, targets):
     if f.ndim != 2 or y.ndim != 1 or f.shape[1] != y.shape[0] or y.shape[0] == 0:
         raise ValueError(f"predictions must be (G, n_test) and targets (n_test,) with n_test >= 1, got "
                          f"{f.shape} and {y.shape}")
-    return ((f - y[None, :]) ** 2).mean(axis=1)
+    # on the data divided by its largest magnitude: the squares neither overflow nor underflow on the way
+    scale = max(float(np.max(np.abs(f), initial=0.0)), float(np.max(np.abs(y))), np.finfo(np.float64).tiny)
+    with np.errstate(over="ignore"):
+        loss = (((f - y[None, :]) / scale) ** 2).mean(axis=1) * scale * scale
+    if not np.all(np.isfinite(loss)):
+        raise ValueError(f"the loss of predictions against targets exceeds the float64 range (entries up to "
+                         f"{scale:.3g}); rescale predictions and targets")
+    return loss
 
 
 def early_stopping(times, loss, *, tol, loss_eq=None) -> EarlyStopping:

@@ -30,14 +30,14 @@ from __future__ import annotations
 import torch
 
 from . import activations, layers
-from ._checks import as_tensor, check_int, check_real, inputs
-from .activations import gaussian_expectations
+from ._checks import as_tensor, check_depth, check_int, check_real, finite_result, inputs
+from .activations import MAX_QUADRATURE_DEGREE, gaussian_expectations
 from .layers import Kernels
 from .layers._execute import DEFAULT_MAX_MEMORY
 
 __all__ = [
     "Kernels", "ACTIVATIONS", "fc", "fc_network", "cntk", "cntk_network", "gntk", "gntk_network",
-    "gaussian_expectations", "two_layer_limit", "two_layer_empirical",
+    "gaussian_expectations", "two_layer_limit", "two_layer_empirical", "MAX_QUADRATURE_DEGREE",
 ]
 
 ACTIVATIONS = activations.CLOSED_FORM_NAMES
@@ -46,8 +46,7 @@ elementwise torch callable work too, by quadrature."""
 
 
 def _activation(activation, quadrature_degree, max_memory=DEFAULT_MAX_MEMORY):
-    degree = check_int(quadrature_degree, "quadrature_degree", low=2)
-    return activations.get(activation).with_quadrature(degree, max_memory)
+    return activations.get(activation).with_quadrature(quadrature_degree, max_memory)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -59,8 +58,8 @@ def fc_network(depth: int, *, activation="relu", weight_var: float = 2.0, bias_v
     """The fully connected network of :func:`fc`: ``depth`` pairs ``Dense(width), φ`` and a ``Dense(out_features)``
     readout, every dense layer with ``weight_var``, ``bias_var``. ``trainable_layers`` (None: all) is the set of
     indices ``0..depth`` of the dense layers whose gradient counts in the NTK (0 is the first layer, ``depth`` the
-    readout)."""
-    depth = check_int(depth, "depth", low=0)
+    readout). ``depth`` is at most :data:`ntkcore._checks.MAX_DEPTH` (1000)."""
+    depth = check_depth(depth, "depth", low=0)
     act = activations.get(activation)
     trainable = set(range(depth + 1)) if trainable_layers is None else set(trainable_layers)
 
@@ -82,7 +81,8 @@ def fc(x1, x2=None, *, depth: int, activation="relu", weight_var: float = 2.0, b
     x1, x2 : arrays ``(n1, d)`` and ``(n2, d)``, numpy or torch. ``x2=None`` means ``x2 = x1``; the symmetry is
         then used (only entries on and above the diagonal are computed) and the angle on the diagonal is exactly
         0. Outputs follow ``x1``'s device and dtype (numpy input gives float64 on the default device).
-    depth : number ``L ≥ 0`` of hidden layers; ``depth=0`` is the linear model, NNGP = NTK = K¹.
+    depth : number ``0 ≤ L ≤ 1000`` of hidden layers (:data:`ntkcore._checks.MAX_DEPTH`); ``depth=0`` is the
+        linear model, NNGP = NTK = K¹.
     activation : ``"relu"``, ``"erf"``, ``"identity"`` (closed forms), ``"tanh"`` or any elementwise torch callable
         (Gaussian expectations by :func:`gaussian_expectations`, φ′ by autograd; slower: about
         ``6 quadrature_degree²`` evaluations of φ per entry and layer); see :mod:`ntkcore.activations`.
@@ -96,7 +96,8 @@ def fc(x1, x2=None, *, depth: int, activation="relu", weight_var: float = 2.0, b
         instead of one per elementwise operation; other threads using torch meanwhile run single-threaded).
     max_memory : bound in bytes on intermediates (panel buffers, quadrature chunks). The outputs themselves
         (``n1 n2`` entries each) come on top of it.
-    quadrature_degree : nodes per dimension of the quadrature for activations without a closed form.
+    quadrature_degree : nodes per dimension of the quadrature for activations without a closed form, in
+        ``2..352`` (:data:`MAX_QUADRATURE_DEGREE`).
 
     Returns
     -------
@@ -118,8 +119,8 @@ def cntk_network(depth: int, *, gap: bool = True, kernel_size=3, weight_var: flo
     """The CNN of Arora et al. 2019 (their Section 4): ``depth`` convolutions with ``channels`` channels, "same"
     padding and ReLU, then global average pooling (``gap``) or flattening, and a Dense readout; every weight layer
     with ``weight_var`` (their ``c_σ = 2``), ``bias_var``. ``fix`` freezes the first convolution and the readout
-    (their ``fix`` variant). Their depth counts the readout: theirs is ``depth + 1``."""
-    depth = check_int(depth, "depth", low=1)
+    (their ``fix`` variant). Their depth counts the readout: theirs is ``depth + 1``. ``1 ≤ depth ≤ 1000``."""
+    depth = check_depth(depth, "depth", low=1)
     if not isinstance(gap, bool) or not isinstance(fix, bool):
         raise ValueError(f"gap and fix must be True or False, got gap={gap!r}, fix={fix!r}")
     convs = [layer for index in range(depth) for layer in (
@@ -150,9 +151,9 @@ def gntk_network(n_blocks: int, n_mlp_layers: int, *, normalize=None, jumping_kn
     """The GNN of Du et al. 2019: ``n_blocks`` BLOCKs, each an ``Aggregate(normalize)`` and ``n_mlp_layers`` pairs
     ``Dense(width), Relu``; READOUT a sum over nodes and a Dense readout. With ``jumping_knowledge`` the output is
     the sum of such a readout of the input features and of every block's output (their "jumping knowledge"
-    concatenation, each part read out by its own Dense)."""
-    n_blocks = check_int(n_blocks, "n_blocks", low=1)
-    n_mlp_layers = check_int(n_mlp_layers, "n_mlp_layers", low=1)
+    concatenation, each part read out by its own Dense). ``n_blocks`` and ``n_mlp_layers`` are in ``1..1000``."""
+    n_blocks = check_depth(n_blocks, "n_blocks", low=1)
+    n_mlp_layers = check_depth(n_mlp_layers, "n_mlp_layers", low=1)
     if not isinstance(jumping_knowledge, bool):
         raise ValueError(f"jumping_knowledge must be True or False, got {jumping_knowledge!r}")
 
@@ -229,18 +230,20 @@ def two_layer_empirical(x1, x2=None, *, w, a, activation="relu") -> torch.Tensor
     with respect to W alone. The factor ``a_r²`` is explicit here; the slides drop it, which is exact for
     ``a_r = ±1`` (with ``a_r ~ Unif[−1, 1]`` its mean is 1/3, see :func:`two_layer_limit`).
 
-    x1 ``(n1, d)``, x2 ``(n2, d)`` or None (= x1); w ``(m, d)`` (rows w_r), a ``(m,)``. Returns ``(n1, n2)`` on x1's
-    device and dtype. Its expectation over ``w_r ~ N(0, I)`` is :func:`two_layer_limit` with ``E[a²]``.
+    x1 ``(n1, d)``, x2 ``(n2, d)`` or None (= x1); w ``(m, d)`` (rows w_r, width m ≥ 1), a ``(m,)``, on x1's device
+    and in its dtype (or numpy). Returns ``(n1, n2)`` on x1's device and dtype. Its expectation over
+    ``w_r ~ N(0, I)`` is :func:`two_layer_limit` with ``E[a²]``.
     """
     x1, x2 = inputs(x1, x2)
     xb = x1 if x2 is None else x2
-    w = as_tensor(w, "w", ndim=2, device=x1.device, dtype=x1.dtype)
-    if w.shape[1] != x1.shape[1]:
-        raise ValueError(f"w must be (m, d) with d = {x1.shape[1]} (the inputs' dimension), got {tuple(w.shape)}")
-    a = as_tensor(a, "a", ndim=1, device=x1.device, dtype=x1.dtype)
+    w = as_tensor(w, "w", ndim=2, like=x1, like_name="x1")
+    if w.shape[1] != x1.shape[1] or w.shape[0] == 0:
+        raise ValueError(f"w must be (m, d) with m >= 1 hidden units and d = {x1.shape[1]} (the inputs' dimension), "
+                         f"got {tuple(w.shape)}")
+    a = as_tensor(a, "a", ndim=1, like=x1, like_name="x1")
     if a.shape[0] != w.shape[0]:
         raise ValueError(f"a must have one entry per row of w ({w.shape[0]}), got shape {tuple(a.shape)}")
     act = activations.get(activation)
     d1 = act.derivative(x1 @ w.T)  # (n1, m)
     d2 = d1 if x2 is None else act.derivative(xb @ w.T)
-    return (x1 @ xb.T).mul_((d1 * (a * a)) @ d2.T).div_(w.shape[0])
+    return finite_result((x1 @ xb.T).mul_((d1 * (a * a)) @ d2.T).div_(w.shape[0]), "NTK", "x1, x2, w or a")

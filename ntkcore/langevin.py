@@ -16,7 +16,11 @@ The ensemble mean estimates the mean predictor of :mod:`ntkcore.ndk` (paper Eqs.
 finite-width bias and an ``O(dt)`` discretization bias.
 
 Simulations default to float32 (the statistical error of an ensemble is far above float32 rounding); pass
-``dtype=torch.float64`` for exact gradient checks.
+``dtype=torch.float64`` for exact gradient checks. The inputs are converted to that dtype (an explicit conversion,
+see the policy for mixed inputs of :mod:`ntkcore._checks`); tensors must share the device of ``x_train``.
+
+Sizes are bounded: ``L ≤ 1000`` hidden layers, at most :data:`MAX_STEPS` Euler-Maruyama steps, and the weights,
+noise, activations and recorded outputs must fit in the device's memory.
 """
 from __future__ import annotations
 
@@ -27,11 +31,16 @@ from dataclasses import dataclass
 import torch
 
 from . import activations
-from ._checks import as_tensor, check_choice, check_int, check_real, generator, inputs, labels
+from ._checks import (as_tensor, check_bool, check_choice, check_depth, check_int, check_memory, check_real, generator,
+                      inputs, labels)
 from .device import resolve
 
 ACTIVATIONS = activations.CLOSED_FORM_NAMES
 PARTS = ("train", "test")
+MAX_STEPS = 10**8
+"""Most Euler-Maruyama steps one :func:`simulate` call runs (``record_times[-1] / dt``): even the smallest ensemble
+needs tens of microseconds per step, so 10⁸ steps are about an hour; a larger count is almost always a wrong ``dt``
+or time unit (and beyond 2⁶³ it does not even fit the step counter)."""
 
 
 class MLPEnsemble:
@@ -58,9 +67,11 @@ class MLPEnsemble:
         E = check_int(n_networks, "n_networks", low=1)
         n_in = check_int(n_in, "n_in", low=1)
         N = check_int(width, "width", low=1)
-        L = check_int(L, "L", low=1)
+        L = check_depth(L, "L", low=1)
         s0 = math.sqrt(check_real(sigma0_sq, "sigma0_sq", low=0.0, low_open=True))
         dev, dt = resolve(device, dtype)
+        check_memory(_n_params(E, n_in, N, L) * torch.finfo(dt).bits // 8,
+                     f"an ensemble of {E} networks of width {N} and {L} hidden layers", dev)
         gen = generator(seed, dev)
         shapes = [(E, N, n_in)] + [(E, N, N)] * (L - 1) + [(E, N)]
         return cls([s0 * torch.randn(s, generator=gen, device=dev, dtype=dt) for s in shapes], activation)
@@ -138,6 +149,11 @@ class MLPEnsemble:
 
         f = self._backprop(x / math.sqrt(x.shape[1]), y, keep)
         return grads, f
+
+
+def _n_params(E, n_in, N, L):
+    """Number of weights of an ensemble: ``E (N N0 + (L − 1) N² + N)``."""
+    return E * (N * n_in + (L - 1) * N * N + N)
 
 
 _NOISE_CHUNK = 1 << 16  # Gaussian draws per parallel chunk, at least
@@ -236,44 +252,63 @@ def simulate(x_train, y, x_test, record_times, *, L, activation, width, sigma0_s
 
     Parameters
     ----------
-    x_train : ``(P, N0)``; y : ``(P,)``; x_test : ``(n_test, N0)`` (may have 0 rows).
-    record_times : times ≥ 0, increasing; each is rounded to the nearest multiple of ``dt``.
-    L, activation, width : hidden layers, ``'relu' | 'erf' | 'identity'``, hidden width ``N``.
+    x_train : ``(P, N0)``; y : ``(P,)``; x_test : ``(n_test, N0)`` (may have 0 rows; None: no test inputs). Converted
+        to ``dtype``; tensors must be on the device of ``x_train`` unless ``device`` is given.
+    record_times : times ≥ 0, increasing; each is rounded to the nearest multiple of ``dt``, and the last one is at
+        most :data:`MAX_STEPS` steps.
+    L, activation, width : hidden layers (``1 ≤ L ≤ 1000``), ``'relu' | 'erf' | 'identity'``, hidden width ``N``.
     sigma0_sq, sigma_sq, T : initial variance σ0², prior variance σ², temperature ``T ≥ 0``.
     dt : Euler-Maruyama step. n_networks : ensemble size ``E``. seed : int or torch.Generator (init and noise).
     record_weights : also keep every weight tensor at the recorded times (memory ``E·G·#params``).
     freeze_readout_at : from this time on (rounded to a step) the readout ``a`` stops moving (no gradient, decay or
         noise) while the hidden weights keep diffusing — the representational-drift protocol of book Chapter 7.
+        None: never.
     loss_gradient_after_freeze : whether the hidden weights still feel the loss gradient after the freeze (the
         paper's drift scenario has none: pure prior diffusion ``−(T/σ²)θ dt + √(2T dt) ξ``).
-    device, dtype : where and in which precision to simulate (default float32).
+    device, dtype : where and in which precision to simulate (default: the device of ``x_train``, float32).
 
-    Returns :class:`LangevinResult`.
+    Returns :class:`LangevinResult`. A simulation that diverges (NaN or inf outputs, e.g. ``dt`` too large for
+    the kernel's largest eigenvalue) raises a FloatingPointError instead of returning them. A step that cannot be
+    stable, ``dt·T/σ² > 2`` (each step multiplies the weights by ``|1 − dt·T/σ²| > 1``), or a noise scale
+    ``√(2T dt)`` beyond ``dtype``'s range is a ValueError naming ``T``, ``sigma_sq`` and ``dt`` before anything
+    runs. The simulation is a sampler updated in place, not a differentiable function: inputs that require grad are a
+    ValueError (pass ``.detach()``).
     """
+    _no_grad(x_train=x_train, y=y, x_test=x_test, record_times=record_times)
     activations.get(activation, closed_form=True)
-    dev, dtp = resolve(device if device is not None else (x_train.device if isinstance(x_train, torch.Tensor)
-                                                           else None), dtype)
-    x_train, x_test = inputs(x_train, x_test, device=dev, dtype=dtp, names=("x_train", "x_test"),
+    dtp = resolve(None, dtype)[1]
+    x_train, x_test = inputs(x_train, x_test, device=device, dtype=dtp, names=("x_train", "x_test"),
                              feature="input dimension N0")
-    y = labels(y, x_train.shape[0], like=x_train)
+    x_test = x_train[:0] if x_test is None else x_test
+    dev = x_train.device
+    y = labels(y, x_train.shape[0], like=x_train, like_name="x_train", device=device, dtype=dtp)
     sigma_sq = check_real(sigma_sq, "sigma_sq", low=0.0, low_open=True)
     T = check_real(T, "T", low=0.0)
     dt = check_real(dt, "dt", low=0.0, low_open=True)
-    rt = as_tensor(record_times, "record_times", ndim=(0, 1), dtype=torch.float64, device="cpu").reshape(-1)
-    steps = torch.round(rt / dt).to(torch.int64)
-    if rt.numel() == 0 or bool((rt < 0).any()) or bool((steps[1:] <= steps[:-1]).any()):
-        raise ValueError("record_times must be non-empty, >= 0 and increasing by at least dt")
+    _check_step(T, sigma_sq, dt, dtp)
+    steps = _record_steps(record_times, dt, x_train, device)
+    record_weights = check_bool(record_weights, "record_weights")
+    loss_gradient_after_freeze = check_bool(loss_gradient_after_freeze, "loss_gradient_after_freeze")
     freeze = None
-    if freeze_readout_at is not None:
-        freeze = round(check_real(freeze_readout_at, "freeze_readout_at", low=0.0) / dt)
+    if freeze_readout_at is not None:  # a step beyond the last one never comes
+        ratio = check_real(freeze_readout_at, "freeze_readout_at", low=0.0) / dt
+        freeze = round(ratio) if ratio <= MAX_STEPS else MAX_STEPS + 1
+    E, N, L = check_int(n_networks, "n_networks", low=1), check_int(width, "width", low=1), check_depth(L, "L", low=1)
+    P, G, n_all = x_train.shape[0], steps.numel(), x_train.shape[0] + x_test.shape[0]
+    n_params = _n_params(E, x_train.shape[1], N, L)
+    n_floats = 2 * n_params + 3 * E * n_all * N * L + E * G * n_all + (G * n_params if record_weights else 0)
+    check_memory(n_floats * torch.finfo(dtp).bits // 8,
+                 f"simulate (E={E}, width={N}, L={L}, {G} recorded times{', record_weights' if record_weights else ''})",
+                 dev)
     gen = generator(seed, dev)
     net = MLPEnsemble.init(n_networks, x_train.shape[1], width, L, activation, sigma0_sq, seed=gen,
                            device=dev, dtype=dtp)
     x_all = torch.cat([x_train, x_test])
     P, G = x_train.shape[0], steps.numel()
     xs_train, xs_all = x_train / math.sqrt(x_train.shape[1]), x_all / math.sqrt(x_all.shape[1])
-    out = torch.empty(n_networks, G, x_all.shape[0], dtype=dtp, device=dev)
-    saved = [torch.empty((n_networks, G) + w.shape[1:], dtype=dtp, device=dev) for w in net.weights] \
+    # NaN until written: no entry can ever return uninitialized memory (and every one is written, checked below)
+    out = torch.full((n_networks, G, x_all.shape[0]), math.nan, dtype=dtp, device=dev)
+    saved = [torch.full((n_networks, G) + w.shape[1:], math.nan, dtype=dtp, device=dev) for w in net.weights] \
         if record_weights else None
     decay, noise_scale = 1.0 - dt * T / sigma_sq, math.sqrt(2.0 * T * dt)
     weights, n_layers = net.weights, len(net.weights)
@@ -315,5 +350,51 @@ def simulate(x_train, y, x_test, record_times, *, L, activation, width, sigma0_s
     finally:
         if noise is not None:
             noise.close()
+    if k != G:  # cannot happen with increasing steps; never hand out an unwritten buffer
+        raise RuntimeError(f"simulate recorded {k} of {G} times")
+    if out.numel() and not bool(torch.isfinite(out).all()):
+        raise FloatingPointError(f"the simulation diverged (NaN or inf outputs); lower dt (now {dt:g}; Euler-Maruyama "
+                                 f"needs dt · T/sigma_sq = {dt * T / sigma_sq:.3g} well below 1 and dt below the "
+                                 f"inverse of the kernel's largest eigenvalue)")
     times = steps.to(torch.float64) * dt
     return LangevinResult(times, out[:, :, :P], out[:, :, P:], saved)
+
+
+def _no_grad(**arrays) -> None:
+    """ValueError for a tensor argument that requires grad: :func:`simulate` is not differentiable."""
+    for name, a in arrays.items():
+        if isinstance(a, torch.Tensor) and a.requires_grad:
+            raise ValueError(f"{name} requires grad, but simulate is not differentiable (Langevin dynamics samples "
+                             f"with in-place updates); pass {name}.detach()")
+
+
+def _check_step(T: float, sigma_sq: float, dt: float, dtype: torch.dtype) -> None:
+    """The Euler-Maruyama step's factors must be usable: the prior decay ``1 − dt·T/σ²`` at most 1 in magnitude
+    (``dt·T/σ² ≤ 2``; beyond, every step amplifies the weights and the run diverges) and the noise scale
+    ``√(2T dt)`` representable in ``dtype``."""
+    rate = dt * T / sigma_sq  # inf when it overflows: rejected below
+    if not rate <= 2.0:
+        raise ValueError(f"dt * T / sigma_sq = {rate:.3g} (dt={dt:g}, T={T:g}, sigma_sq={sigma_sq:g}) must be <= 2: "
+                         f"each Euler-Maruyama step multiplies the weights by |1 - dt T/sigma_sq| > 1 and the "
+                         f"simulation diverges; lower dt or T, or raise sigma_sq")
+    if not math.sqrt(2.0 * T * dt) <= torch.finfo(dtype).max:
+        raise ValueError(f"the noise scale sqrt(2 T dt) (T={T:g}, dt={dt:g}) exceeds the largest {dtype}; lower T or "
+                         f"dt")
+
+
+def _record_steps(record_times, dt: float, x_train: torch.Tensor, device) -> torch.Tensor:
+    """Step indices ``round(t / dt)`` of the record times (CPU int64): non-empty, ≥ 0, strictly increasing, and the
+    last at most :data:`MAX_STEPS`. The times are converted to float64 (step counts), an explicit conversion."""
+    rt = as_tensor(record_times, "record_times", ndim=(0, 1), like=x_train, like_name="x_train", device=device,
+                   dtype=torch.float64).reshape(-1).cpu()
+    if rt.numel() == 0 or bool((rt < 0).any()):
+        raise ValueError("record_times must be non-empty and >= 0")
+    ratio = rt / dt
+    if not bool((ratio <= MAX_STEPS).all()):
+        raise ValueError(f"record_times up to {float(rt.max()):.6g} with dt={dt:g} ask for {float(ratio.max()):.3g} "
+                         f"Euler-Maruyama steps; at most {MAX_STEPS:.0e} are allowed (MAX_STEPS): use a larger dt or "
+                         f"shorter times")
+    steps = torch.round(ratio).to(torch.int64)
+    if bool((steps[1:] <= steps[:-1]).any()):
+        raise ValueError(f"record_times must be increasing by at least dt={dt:g} (each is rounded to a step)")
+    return steps

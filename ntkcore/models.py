@@ -18,6 +18,11 @@ its exact layer-by-layer fast path on them.
 Random draws happen on the CPU in float64 from a seeded generator (``seed`` an int or a CPU ``torch.Generator``), in
 the order layer 1 weight, layer 1 bias, layer 2 weight, ..., and are then cast and moved; the same seed therefore gives
 the same network on every device and in every dtype (up to rounding).
+
+Sizes: ``depth`` is at most 1000 (:data:`ntkcore._checks.MAX_DEPTH`), and a network whose parameters would not fit
+in memory (float64 on the CPU for the draws, then on the device) is refused before anything is allocated. Calling a
+network checks its input's shape, device and dtype (attribute comparisons only, no pass over the data): a wrong
+feature dimension is a ValueError naming the expected shape, not an error deep inside torch.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from torch import nn
 from torch.func import functional_call, jvp
 
 from . import activations, kernels
-from ._checks import check_choice, check_int, check_real, generator
+from ._checks import check_bool, check_choice, check_depth, check_int, check_memory, check_real, generator, model_input
 from .activations import Elementwise, Erf
 from .device import resolve
 from .layers import ScaledLinear
@@ -41,6 +46,21 @@ __all__ = ["MLP", "TwoLayerNet", "Linearized", "linearize", "ScaledLinear", "Erf
 ACTIVATIONS = activations.NAMES
 PARAMETERIZATIONS = ("ntk", "standard")
 A_DISTRIBUTIONS = ("uniform", "sign")
+
+
+def _check_input(module: nn.Module, args: tuple) -> None:
+    """Forward pre-hook of :class:`MLP` and :class:`TwoLayerNet` (a hook, not an overridden ``forward``, so that
+    they stay plain ``nn.Sequential`` chains for the fast path of :func:`ntkcore.empirical.ntk`)."""
+    if len(args) != 1:
+        raise ValueError(f"{type(module).__name__} takes one input x of shape (n, {module.in_features}), got "
+                         f"{len(args)} positional arguments")
+    model_input(args[0], module.in_features, module[0].weight)
+
+
+def _check_size(n_params: int, what: str, device, dtype) -> None:
+    """The parameters are drawn in float64 on the CPU, then cast and moved: both must fit."""
+    check_memory(8 * n_params, f"{what} ({n_params:.3g} parameters drawn in float64)", "cpu")
+    check_memory(n_params * torch.finfo(dtype).bits // 8, f"{what} ({n_params:.3g} parameters)", device)
 
 
 def activation_module(activation) -> nn.Module:
@@ -66,8 +86,8 @@ class MLP(nn.Sequential):
 
     Parameters
     ----------
-    in_features, width, depth, out_features : input dimension d, hidden width n, number L ≥ 0 of hidden layers,
-        number of outputs.
+    in_features, width, depth, out_features : input dimension d, hidden width n, number ``0 ≤ L ≤ 1000`` of hidden
+        layers, number of outputs (the parameters must fit in memory).
     activation : "relu", "erf", "identity", "tanh", an ``nn.Module`` (deep-copied per layer) or an elementwise
         function.
     weight_var, bias_var : σw² > 0 and σb² ≥ 0.
@@ -83,7 +103,7 @@ class MLP(nn.Sequential):
                  device=None, dtype=None):
         in_features = check_int(in_features, "in_features", low=1)
         width = check_int(width, "width", low=1)
-        depth = check_int(depth, "depth", low=0)
+        depth = check_depth(depth, "depth", low=0)
         out_features = check_int(out_features, "out_features", low=1)
         weight_var = check_real(weight_var, "weight_var", low=0.0, low_open=True)
         bias_var = check_real(bias_var, "bias_var", low=0.0)
@@ -91,7 +111,12 @@ class MLP(nn.Sequential):
         spec = kernels.fc_network(depth, activation=activation, weight_var=weight_var, bias_var=bias_var,
                                   width=width, out_features=out_features)
         device, dtype = resolve(device, dtype)
+        fans = [in_features] + [width] * depth
+        outs = [width] * depth + [out_features]
+        n_params = sum(i * o + (o if bias_var > 0 else 0) for i, o in zip(fans, outs))
+        _check_size(n_params, f"MLP(in_features={in_features}, width={width}, depth={depth})", device, dtype)
         super().__init__(*spec.modules_for((in_features,), generator(seed), device, dtype, parameterization))
+        self.register_forward_pre_hook(_check_input)
         self.spec = spec
         self.in_features, self.width, self.depth, self.out_features = in_features, width, depth, out_features
         self.weight_var, self.bias_var = weight_var, bias_var
@@ -132,11 +157,13 @@ class TwoLayerNet(nn.Sequential):
                  antisymmetric: bool = False, seed, device=None, dtype=None):
         in_features = check_int(in_features, "in_features", low=1)
         width = check_int(width, "width", low=1)
+        antisymmetric = check_bool(antisymmetric, "antisymmetric")
         if antisymmetric and width % 2:
             raise ValueError(f"width must be even when antisymmetric=True, got {width}")
         a_dist = check_choice(a_dist, "a_dist", A_DISTRIBUTIONS)
         act = activation_module(activation)
         device, dtype = resolve(device, dtype)
+        _check_size((in_features + 1) * width, f"TwoLayerNet(in_features={in_features}, width={width})", device, dtype)
         gen = generator(seed)
         hidden = dense_module(in_features, width, weight_var=float(in_features), bias_var=0.0,
                               parameterization="ntk", gen=gen, device=device, dtype=dtype)
@@ -155,6 +182,7 @@ class TwoLayerNet(nn.Sequential):
         del readout.weight  # the readout weight is a fixed buffer, not a parameter
         readout.register_buffer("weight", a.to(device=device, dtype=dtype))
         super().__init__(hidden, act, readout)
+        self.register_forward_pre_hook(_check_input)
         self.in_features, self.width, self.a_dist, self.antisymmetric = in_features, width, a_dist, antisymmetric
         # NNGP normalization (see MLP): E[a²] / m · Φ Φᵀ.
         self.readout_weight_var, self.readout_bias_var = (1.0 / 3.0 if a_dist == "uniform" else 1.0), 0.0
@@ -201,6 +229,9 @@ class Linearized(nn.Module):
         return {n: self.base.get_parameter(n) for n in self.names}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``f_lin(x)``; ``x`` must be a tensor on the parameters' device (and in their dtype when floating), of
+        shape ``(n, in_features)`` when the model has ``in_features`` (as :class:`MLP` and :class:`TwoLayerNet`)."""
+        model_input(x, getattr(self.base, "in_features", None), self.params[0])
         theta0 = self.theta0()
         delta = {n: p - theta0[n] for n, p in zip(self.names, self.params)}
         f0, jdelta = jvp(lambda p: functional_call(self.base, p, (x,)), (theta0,), (delta,))

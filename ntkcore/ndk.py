@@ -30,14 +30,18 @@ from typing import NamedTuple
 
 import torch
 
-from . import _volterra, activations
-from ._checks import as_tensor, check_int, check_real, inputs, labels, times as check_times
-from .layers._entrywise import Affine, Unit, marginal_variances, run
+from . import _volterra, activations, predict
+from ._checks import (as_tensor, check_bool, check_depth, check_int, check_real, finite_result, inputs, labels,
+                      times as check_times)
+from .activations import needs_grad
+from .layers._entrywise import Affine, Unit, marginal_variances, representable, run, same_inputs
 
 ACTIVATIONS = activations.CLOSED_FORM_NAMES
 
 #: Elements (time pairs × n1 × n2) per kernel batch in the solver: bounds memory, keeps batches vectorized.
 _BATCH_ELEMENTS = 2_000_000
+#: Most points of a time grid (:func:`time_grid`).
+MAX_GRID_POINTS = 10**7
 
 
 class TwoTimeKernels(NamedTuple):
@@ -61,9 +65,12 @@ class MeanPredictor(NamedTuple):
     test : ``(G, n_test)`` ``E f(x, t)`` on the refined grid, at ``times``; ``(G, n_test, M)`` for labels ``(P, M)``.
     error : ``(G,)`` ``max |f_refined − f_coarse|`` over train and test inputs (and all M outputs) at each time: the
         error of the coarse solution, a conservative estimate of the error of ``train``/``test`` (which, for a
-        second-order rule, is about four times smaller).
+        second-order rule, is about four times smaller); plus the bound on the far field cut so far (at most a
+        thousandth of the estimate observed before it; :func:`mean_predictor`, "Long horizons").
     error_estimate : ``max(error)``, a float.
     kernel_pairs : the number of time pairs ``(t, t′)`` at which the kernel matrices were evaluated (the cost).
+    history : the largest number of refined-grid nodes whose residuals one step of the solver reads (its retained
+        history): bounded in the horizon when the far field is cut, the whole grid when it is not.
     """
 
     times: torch.Tensor
@@ -72,6 +79,7 @@ class MeanPredictor(NamedTuple):
     error: torch.Tensor
     error_estimate: float
     kernel_pairs: int = 0
+    history: int = 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -79,7 +87,7 @@ class MeanPredictor(NamedTuple):
 
 
 _HYPER_CHECKS = {
-    "L": lambda v: check_int(v, "L", low=1),
+    "L": lambda v: check_depth(v, "L", low=1),
     "activation": lambda v: activations.get(v, closed_form=True),
     "sigma0_sq": lambda v: check_real(v, "sigma0_sq", low=0.0, low_open=True),
     "sigma_sq": lambda v: check_real(v, "sigma_sq", low=0.0, low_open=True),
@@ -87,11 +95,16 @@ _HYPER_CHECKS = {
 }
 
 
-def check_hyper(**given):
+def check_hyper(**given) -> tuple:
     """Check every hyper-parameter passed (``L ≥ 1``, a closed-form ``activation``, ``sigma0_sq > 0``,
-    ``sigma_sq > 0``, ``T ≥ 0``); None is not a value. Shared by :mod:`ntkcore.drift`."""
+    ``sigma_sq > 0``, ``T ≥ 0``); None is not a value. Returns the checked values in the order given (Python
+    numbers: an ``int`` or ``numpy`` scalar variance becomes a ``float``; ``activation`` is returned as passed).
+    Shared by :mod:`ntkcore.drift`."""
+    out = []
     for name, value in given.items():
-        _HYPER_CHECKS[name](value)
+        checked = _HYPER_CHECKS[name](value)
+        out.append(value if name == "activation" else checked)
+    return tuple(out)
 
 
 def _labels(y, x_train):
@@ -118,7 +131,7 @@ def m(t, t2, *, sigma0_sq, sigma_sq, T):
     NDK paper Eq. 9; book Chapter 6 (``γ = T/σ²``; ``m(0, 0) = σ0²``, ``m → σ² e^{−γ|t−t′|}`` at long times).
     ``t`` and ``t2`` broadcast against each other (numbers, numpy arrays or tensors); returns a float64 tensor.
     """
-    check_hyper(sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
+    sigma0_sq, sigma_sq, T = check_hyper(sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
     t = as_tensor(t, "t", dtype=torch.float64)
     t2 = as_tensor(t2, "t2", device=t.device, dtype=torch.float64)
     return _m(t, t2, sigma0_sq, sigma_sq, T)
@@ -139,8 +152,9 @@ def _recursion(q0, q01, q02, m11, m22, m12, e12, L, activation, diag=None):
     the tangent kernel after layer l + 1, and the NDK the one after the readout.
 
     q0 ``(n1, n2)`` input overlaps, q01 ``(n1,)``, q02 ``(n2,)`` their diagonals; m11, m22, m12, e12 ``(B,)`` the
-    covariances ``m(t,t)``, ``m(t′,t′)``, ``m(t,t′)`` and ``e^{−γ|t−t′|}`` of B time pairs; ``diag`` None or a view
-    of the entries whose two sides are the same input at the same time (their angle is set to exactly 0).
+    covariances ``m(t,t)``, ``m(t′,t′)``, ``m(t,t′)`` and ``e^{−γ|t−t′|}`` of B time pairs; ``diag`` marks the
+    entries whose two sides are the same input at the same time (their angle is set to exactly 0): None, a view or
+    a mask (:func:`_same_input_and_time`).
     Returns :class:`TwoTimeKernels` with tensors of shape ``(B, n1, n2)``.
     """
     act = activations.get(activation, closed_form=True)
@@ -150,20 +164,54 @@ def _recursion(q0, q01, q02, m11, m22, m12, e12, L, activation, diag=None):
     var2, _ = marginal_variances(q02, units, side=2)
     sides = iter([(v1.map(lambda t: t[:, :, None]), v2.map(lambda t: t[:, None, :])) for v1, v2 in zip(var1, var2)])
     _, ndk_, (nngp, nngp_dot) = run(q0, None, units, lambda _: next(sides), diag=diag, keep_moments=True)
-    return TwoTimeKernels(nngp, nngp_dot, ndk_)
+    return TwoTimeKernels(*representable(
+        (nngp, nngp_dot, ndk_), q0.dtype,
+        lambda: f"the inputs' largest mean square x·x/N0 is {max(float(q01.max()), float(q02.max())):.3g}",
+        ("the inputs (x1, x2, x_train, x_test)", "sigma0_sq or sigma_sq")))
 
 
-def _same_input_and_time(stride: int):
-    """``diag`` of a symmetric call (``x2 = x1``) whose time pairs ``b = 0, stride, 2 stride, …`` have equal times:
-    there the pair (x, t), (x, t) has angle exactly 0."""
-    def view(t):
-        return t[::stride].diagonal(dim1=-2, dim2=-1)
-    return view
+def _same_input_and_time(x1, x2, equal_times: torch.Tensor, symmetric: bool):
+    """``diag`` of :func:`_recursion`: the entries ``(b, i, j)`` that pair an input at a time with itself (``x_i``
+    and ``x_j`` identical, the two times of pair ``b`` equal), whose angle is exactly 0. None where there are none.
+
+    ``equal_times (B,)`` is a boolean tensor. In a symmetric call (``x2 = x1``) without repeated inputs whose time
+    pairs ``b = 0, s, 2s, …`` are the equal ones (a square grid of ``s − 1`` times), a view of the diagonals;
+    otherwise a boolean mask ``(B, n1, n2)``.
+    """
+    same = same_inputs(x1, None if symmetric else x2)
+    return _same_at_equal_times(same, equal_times, symmetric, x1.shape[0])
+
+
+def _same_at_equal_times(same, equal_times: torch.Tensor, symmetric: bool, n1: int):
+    """:func:`_same_input_and_time` from the labels ``same`` of :func:`~ntkcore.layers._entrywise.same_inputs`
+    (computed once by a caller that needs many batches of time pairs)."""
+    if same is None and not symmetric:
+        return None
+    b = equal_times.shape[0]
+    grid = math.isqrt(b)
+    device = equal_times.device
+    if same is None and grid * grid == b and torch.equal(equal_times, torch.eye(grid, dtype=torch.bool,
+                                                                                 device=device).reshape(-1)):
+        return lambda t: t[::grid + 1].diagonal(dim1=-2, dim2=-1)
+    if same is None:
+        same = (torch.arange(n1, device=device),) * 2
+    pairs = same[0][:, None] == same[1][None, :]
+    return equal_times[:, None, None] & pairs if equal_times.any() else None
 
 
 def _overlaps(x1, x2):
-    n0 = x1.shape[1]
-    return x1 @ x2.T / n0, (x1 * x1).sum(1) / n0, (x2 * x2).sum(1) / n0
+    """``(x1·x2ᵀ/N0, |x1|²/N0, |x2|²/N0)``, from the inputs divided by ``√N0`` (no intermediate overflows where
+    the overlaps themselves do not)."""
+    scale = 1.0 / math.sqrt(x1.shape[1])
+    s1 = x1 * scale
+    s2 = s1 if x2 is x1 else x2 * scale
+    q1, q2 = (s1 * s1).sum(1), (s2 * s2).sum(1)
+    for s, q in ((s1, q1), (s2, q2)):
+        if bool(((q < torch.finfo(q.dtype).tiny) & (s != 0).any(1)).any()):
+            raise ValueError("the inputs (x1, x2, x_train, x_test) have a nonzero input whose mean square x·x/N0 "
+                             f"underflows {q.dtype} (below {torch.finfo(q.dtype).tiny:.3g}): its angles to the other "
+                             "inputs are lost. Rescale the inputs")
+    return s1 @ s2.T, q1, q2
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -183,13 +231,14 @@ def two_time_kernels(x1, x2=None, t1=0.0, t2=None, *, L, activation, sigma0_sq, 
     variance σ0², ``sigma_sq`` the prior (equilibrium) variance σ², ``T ≥ 0`` the temperature.
     Returns :class:`TwoTimeKernels` of float64 tensors, each ``(G1, G2, n1, n2)``.
     """
-    check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
+    L, activation, sigma0_sq, sigma_sq, T = check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq,
+                                                        sigma_sq=sigma_sq, T=T)
     symmetric = x2 is None and t2 is None
     x1, x2 = _inputs(x1, x2, device)
     t1 = check_times(t1, "t1", like=x1)
     t2 = t1 if t2 is None else check_times(t2, "t2", like=x1)
     ta, tb = (s.reshape(-1) for s in torch.meshgrid(t1, t2, indexing="ij"))
-    diag = _same_input_and_time(t1.shape[0] + 1) if symmetric else None
+    diag = _same_input_and_time(x1, x2, ta == tb, symmetric)
     out = _pair_kernels(x1, x2, ta, tb, L, activation, sigma0_sq, sigma_sq, T, diag)
     shape = (t1.shape[0], t2.shape[0], x1.shape[0], x2.shape[0])
     return TwoTimeKernels(*(k.reshape(shape) for k in out))
@@ -204,10 +253,11 @@ def _pair_kernels(x1, x2, ta, tb, L, activation, sigma0_sq, sigma_sq, T, diag=No
 
 
 def _one_time(x1, x2, variance, L, activation, device):
-    diag = _same_input_and_time(1) if x2 is None else None
+    symmetric = x2 is None
     x1, x2 = _inputs(x1, x2, device)
     q0, q01, q02 = _overlaps(x1, x2)
     v = torch.full((1,), float(variance), dtype=x1.dtype, device=x1.device)
+    diag = _same_input_and_time(x1, x2, torch.ones(1, dtype=torch.bool, device=x1.device), symmetric)
     kernels = _recursion(q0, q01, q02, v, v, v, torch.ones_like(v), L, activation, diag)
     return TwoTimeKernels(*(k[0] for k in kernels))
 
@@ -218,7 +268,7 @@ def k_gp(x1, x2=None, *, L, activation, sigma_sq, device=None):
     NDK paper Eq. 17-18; book Chapter 6, section "The two limits" (``K_GP`` of the last hidden layer, without the
     readout variance: the output prior covariance is ``σ² K_GP``).
     """
-    check_hyper(L=L, activation=activation, sigma_sq=sigma_sq)
+    L, activation, sigma_sq = check_hyper(L=L, activation=activation, sigma_sq=sigma_sq)
     return _one_time(x1, x2, sigma_sq, L, activation, device).nngp
 
 
@@ -228,7 +278,7 @@ def ntk0(x1, x2=None, *, L, activation, sigma0_sq, device=None):
     NDK paper Eq. 10 (``m(0,0) = σ0²``, ``e^0 = 1``): ``Θ^l = σ0² K̇^l Θ^{l−1} + K^l``, ``Θ^0 = x·x′/N0``.
     All weights (the ``W^l`` and the readout ``a``) count as trainable.
     """
-    check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq)
+    L, activation, sigma0_sq = check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq)
     return _one_time(x1, x2, sigma0_sq, L, activation, device).ndk
 
 
@@ -239,13 +289,15 @@ def stationary_kernels(x1, x2=None, tau=0.0, *, L, activation, sigma_sq, T, devi
     field is the drift kernel ``k^L(τ)`` of book Chapter 7 ("Representational drift"; paper Eq. 19), with
     ``k^L(0) = K_GP``; the ``ndk`` field is ``K^{d,L}(τ)`` of paper Eq. 17.
     """
-    check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, T=T)
+    L, activation, sigma_sq, T = check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, T=T)
+    symmetric = x2 is None
     x1, x2 = _inputs(x1, x2, device)
     tau = check_times(tau, "tau", like=x1)
     q0, q01, q02 = _overlaps(x1, x2)
     e = torch.exp(-(T / sigma_sq) * tau)
     s = torch.full_like(tau, sigma_sq)
-    return _recursion(q0, q01, q02, s, s, sigma_sq * e, e, L, activation)
+    diag = _same_input_and_time(x1, x2, tau == 0, symmetric)
+    return _recursion(q0, q01, q02, s, s, sigma_sq * e, e, L, activation, diag)
 
 
 def ndk_time_integral(x1, x2=None, *, L, activation, sigma_sq, T, n_nodes=64, device=None):
@@ -256,7 +308,7 @@ def ndk_time_integral(x1, x2=None, *, L, activation, sigma_sq, T, n_nodes=64, de
     (the ``√τ`` cusp of ReLU kernels at ``τ = 0`` becomes linear in ``s``; ``K^d/u`` stays bounded as ``u → 0``);
     Gauss-Legendre with ``n_nodes`` nodes. Requires ``T > 0``.
     """
-    check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, T=T)
+    L, activation, sigma_sq, T = check_hyper(L=L, activation=activation, sigma_sq=sigma_sq, T=T)
     check_real(T, "T", low=0.0, low_open=True)
     n_nodes = check_int(n_nodes, "n_nodes", low=2)
     x1, x2 = _inputs(x1, x2, device)
@@ -286,23 +338,18 @@ def ntk_limit(x_train, y, x_test, times, *, L, activation, sigma0_sq, device=Non
     """Low-``T`` (gradient-driven phase) mean predictor ``k_NTKᵀ K_NTK⁻¹ (I − e^{−K_NTK t}) y``, shape ``(G, n_test)``.
 
     NDK paper Eq. 16 (book Chapter 6, section "The two limits"), with ``K_NTK = K^d(0,0)`` from :func:`ntk0`; valid
-    for ``t = O(1)`` and ``T → 0``. Computed in the eigenbasis of ``K_NTK`` with ``(1 − e^{−λt})/λ`` (→ ``t`` as λ → 0).
+    for ``t = O(1)`` and ``T → 0``. It is gradient flow on the NTK from ``f_0 = 0``
+    (:func:`ntkcore.predict.gradient_flow`, which also treats a singular ``K_NTK``).
     ``x_train (P, N0)``, ``y (P,)`` or ``(P, M)`` (M outputs: returns ``(G, n_test, M)``), ``x_test (n_test, N0)``,
     ``times (G,)``.
     """
-    x_train, x_test = _inputs(x_train, x_test, device)
+    x_train, x_test = _inputs(x_train, x_test, device, names=("x_train", "x_test"))
     y = _labels(y, x_train)
     times = check_times(times, "times", like=x_train)
     kk = ntk0(x_train, L=L, activation=activation, sigma0_sq=sigma0_sq)
     kt = ntk0(x_test, x_train, L=L, activation=activation, sigma0_sq=sigma0_sq)
-    lam, vec = torch.linalg.eigh(kk)
-    lam = lam.clamp_min(0.0)
-    lt = lam[None, :] * times[:, None]
-    safe = torch.where(lam > 0, lam, torch.ones_like(lam))
-    factor = torch.where(lam[None, :] > 0, -torch.expm1(-lt) / safe[None, :], times[:, None].expand_as(lt))
-    coef = factor[None] * (vec.T @ y.reshape(y.shape[0], -1)).T[:, None, :]  # (M, G, P) in the eigenbasis
-    out = coef @ (kt @ vec).T  # (M, G, n_test)
-    return out[0] if y.ndim == 1 else out.permute(1, 2, 0)
+    out = predict.gradient_flow(kk, y, times, k_test_train=kt).test  # (G, n_test[, M])
+    return finite_result(out, "NTK-limit predictor", "y")
 
 
 def nngp_limit(x_train, y, x_test, *, L, activation, sigma_sq, T, device=None):
@@ -313,9 +360,10 @@ def nngp_limit(x_train, y, x_test, *, L, activation, sigma_sq, T, device=None):
     eigenvalue. ``x_train (P, N0)``, ``y (P,)`` or ``(P, M)`` (M outputs: returns ``(n_test, M)``),
     ``x_test (n_test, N0)``.
     """
-    x_train, x_test = _inputs(x_train, x_test, device)
+    x_train, x_test = _inputs(x_train, x_test, device, names=("x_train", "x_test"))
     alpha = posterior_coefficients(x_train, y, L=L, activation=activation, sigma_sq=sigma_sq, T=T)
-    return k_gp(x_test, x_train, L=L, activation=activation, sigma_sq=sigma_sq) @ alpha
+    return finite_result(k_gp(x_test, x_train, L=L, activation=activation, sigma_sq=sigma_sq) @ alpha,
+                         "NNGP-limit predictor", "y")
 
 
 def posterior_coefficients(x_train, y, *, L, activation, sigma_sq, T, device=None):
@@ -326,16 +374,18 @@ def posterior_coefficients(x_train, y, *, L, activation, sigma_sq, T, device=Non
     that is not positive definite raises a ValueError naming its smallest eigenvalue. ``x_train (P, N0)``, ``y (P,)``
     or ``(P, M)`` (M outputs: ``α`` is ``(P, M)``, one Cholesky factorization for all of them).
     """
-    x_train, _ = _inputs(x_train, None, device)
+    x_train, _ = _inputs(x_train, None, device, names=("x_train", "x_test"))
     y = _labels(y, x_train)
-    check_hyper(T=T)
+    T, = check_hyper(T=T)
     kk = k_gp(x_train, L=L, activation=activation, sigma_sq=sigma_sq)
-    a = kk + (T / sigma_sq) * torch.eye(kk.shape[0], dtype=kk.dtype, device=kk.device)
+    a = finite_result(kk + (T / sigma_sq) * torch.eye(kk.shape[0], dtype=kk.dtype, device=kk.device),
+                      "matrix γI + K_GP (γ = T/sigma_sq)", "T, sigma_sq or x_train")
     chol, info = torch.linalg.cholesky_ex(a)
     if int(info) != 0:
         raise ValueError("gamma*I + K_GP is not positive definite (smallest eigenvalue "
                          f"{float(torch.linalg.eigvalsh(a).min()):.3e}); use T > 0 or distinct training inputs")
     alpha = torch.cholesky_solve(y.reshape(y.shape[0], -1), chol)
+    alpha = finite_result(alpha, "posterior coefficients", "y, T or sigma_sq")
     return alpha[:, 0] if y.ndim == 1 else alpha
 
 
@@ -349,12 +399,18 @@ def time_grid(t_max, *, h_first, h_max, growth=1.15):
 
     Two time scales (book Chapter 6, section "Time scales: temperature, initialization and regularization"): the
     gradient-driven phase needs steps ``≪ 1/λ_max(K_NTK)`` at ``t ≈ 0``; the diffusive phase only steps ``≪ σ²/T``.
-    Returns a float64 tensor ``(G,)``.
+    Returns a float64 tensor ``(G,)``; a grid of more than :data:`MAX_GRID_POINTS` points is a ValueError (it would
+    take hours to solve on, and without a bound a tiny ``h_first`` with ``growth = 1`` never ends).
     """
     t_max = check_real(t_max, "t_max", low=0.0, low_open=True)
     h = check_real(h_first, "h_first", low=0.0, low_open=True)
     h_max = check_real(h_max, "h_max", low=h)
     growth = check_real(growth, "growth", low=1.0)
+    points = _grid_points(t_max, h, h_max, growth)
+    if points > MAX_GRID_POINTS:
+        raise ValueError(f"t_max = {t_max:g} with steps from h_first = {h:g} to h_max = {h_max:g} needs about "
+                         f"{points:.2g} grid points, more than {MAX_GRID_POINTS:.0e}: shorten t_max or lengthen "
+                         "the steps (default_time_grid: a lower resolution)")
     times = [0.0]
     while times[-1] < t_max:
         times.append(min(times[-1] + h, t_max))
@@ -364,19 +420,42 @@ def time_grid(t_max, *, h_first, h_max, growth=1.15):
     return torch.tensor(times, dtype=torch.float64)
 
 
+def _grid_points(t_max, h, h_max, growth):
+    """About how many steps :func:`time_grid` takes (steps ``h·growth^k`` up to ``h_max``, then ``h_max``)."""
+    if growth > 1.0:
+        ramp = (h_max - h) / (growth - 1.0) + h_max  # the length covered until the steps reach h_max
+        if ramp >= t_max:
+            return math.log1p(t_max * (growth - 1.0) / h) / math.log(growth) + 1.0
+        return math.log(h_max / h) / math.log(growth) + (t_max - ramp) / h_max + 2.0
+    return t_max / h + 1.0
+
+
 def default_time_grid(x_train, t_max, *, L, activation, sigma0_sq, sigma_sq, T, resolution=1.0, device=None):
     """:func:`time_grid` scaled to the problem: ``h_first = 0.1/λ_max(K_NTK)``, ``h_max = 0.1 σ²/T`` (capped at
-    ``t_max/20``), ``growth = 1.15``, all steps divided by ``resolution`` (``growth − 1`` too)."""
+    ``t_max/20``), ``growth = 1.15``, all steps divided by ``resolution`` (``growth − 1`` too).
+
+    Book Chapter 6, "Time scales": the gradient-driven phase has the time scale ``1/λ_max(K_NTK)``. When
+    ``K_NTK = 0`` (training inputs that are all zero: the closed-form activations vanish at 0, so every gradient
+    does) there is no gradient-driven phase, the NDK is zero and the mean predictor is exactly 0; the grid is then
+    uniform with steps ``h_max``.
+    """
+    L, activation, sigma0_sq, sigma_sq, T = check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq,
+                                                        sigma_sq=sigma_sq, T=T)
+    t_max = check_real(t_max, "t_max", low=0.0, low_open=True)
     resolution = check_real(resolution, "resolution", low=0.0, low_open=True)
     lam = float(torch.linalg.eigvalsh(ntk0(x_train, L=L, activation=activation, sigma0_sq=sigma0_sq,
                                            device=device)).max())
     h_max = min(0.1 * sigma_sq / T if T > 0 else math.inf, t_max / 20) / resolution
-    h_first = min(0.1 / lam / resolution, h_max)
+    h_first = min(0.1 / lam / resolution, h_max) if lam > 0 else h_max
+    if not h_first > 0:  # t_max/20 or 1/λ_max below the smallest float
+        raise ValueError(f"the first time step min(0.1/λ_max(K_NTK), 0.1 sigma_sq/T, t_max/20)/resolution "
+                         f"underflows to 0 (t_max={t_max!r}, sigma_sq={sigma_sq!r}, T={T!r}, sigma0_sq={sigma0_sq!r}, "
+                         f"resolution={resolution!r}): the time scales are beyond float64")
     return time_grid(t_max, h_first=h_first, h_max=h_max, growth=1 + 0.15 / resolution)
 
 
 def mean_predictor(x_train, y, x_test, t_max=None, *, L, activation, sigma0_sq, sigma_sq, T, times=None,
-                   resolution=1.0, device=None):
+                   resolution=1.0, truncate=True, device=None):
     """Solve the mean-predictor equations (NDK paper Eqs. 14-15; book Chapter 6):
 
         E f_train(t) = ∫₀ᵗ K^d(t,t′) (y − E f_train(t′)) dt′          (P×P kernel on the training inputs)
@@ -393,19 +472,34 @@ def mean_predictor(x_train, y, x_test, t_max=None, *, L, activation, sigma0_sq, 
     kernels once (the coarse nodes are every second refined node); the refined solution is returned at the coarse
     nodes, and their difference is the error estimate.
 
+    Long horizons: the NDK is ``e^{−γ|t−t′|}`` times a positive semi-definite kernel (paper Eq. 7), so by
+    Cauchy-Schwarz ``|K^d_ab(t,t′)| ≤ e^{−γ|t−t′|} √(K^d_aa(t,t) K^d_bb(t′,t′))``, and the part of ``∫₀ᵗ`` over the
+    distant past has a bound that the solver carries along (it also uses the size of the residual's history). With
+    ``truncate`` (the default) a row's integral is cut where that bound is below a thousandth of the error estimate
+    observed so far; the bound is added to ``error``. The cut lag does not grow with t, so the cost grows linearly
+    in the horizon and the solver's memory (kernel blocks, weights: ``history``) stays bounded (without it: cost
+    ``∝ G²`` once ``t_max ≫ σ²/T``). At ``T = 0`` the kernel does not decay and the bound does not allow a cut.
+    (:mod:`ntkcore._volterra`, "Far-field truncation".)
+
     M outputs (labels ``y (P, M)``, one readout per output) share the kernel and decouple: the solution is the
     column-wise one, and each kernel block and each P×P implicit solve serves all M columns at once, so the kernel
     evaluations (the cost, ``kernel_pairs``) do not grow with M.
 
     Parameters: ``x_train (P, N0)``, ``y (P,)`` or ``(P, M)``, ``x_test (n_test, N0)``; ``t_max`` the horizon (or
     give ``times``, an increasing grid starting at 0); hyper-parameters as in :func:`two_time_kernels`;
-    ``resolution`` scales the density of the default grid.
+    ``resolution`` scales the density of the default grid; ``truncate`` (True or False) cuts the far field where
+    it is provably negligible.
     Returns :class:`MeanPredictor` (``train (G, P)``, ``test (G, n_test)``, float64; ``(G, P, M)`` and
     ``(G, n_test, M)`` for ``y (P, M)``).
     """
-    check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, T=T)
-    x_train, x_test = _inputs(x_train, x_test, device)
+    L, activation, sigma0_sq, sigma_sq, T = check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq,
+                                                        sigma_sq=sigma_sq, T=T)
+    truncate = check_bool(truncate, "truncate")
+    x_train, x_test = _inputs(x_train, x_test, device, names=("x_train", "x_test"))
     y = _labels(y, x_train)
+    if needs_grad(x_train, x_test, y):
+        raise ValueError("mean_predictor is not differentiable (its Volterra solver runs in numpy): pass x_train, "
+                         "x_test and y without gradients (.detach())")
     if times is None:
         if t_max is None:
             raise ValueError("give t_max (the horizon) or times (a grid starting at 0)")
@@ -422,13 +516,43 @@ def mean_predictor(x_train, y, x_test, t_max=None, *, L, activation, sigma0_sq, 
         raise ValueError(f"times has a step too short to be halved ({short:.1e}); drop one of two nearly equal times")
     x_all = torch.cat([x_train, x_test])
     P = x_train.shape[0]
+    same = same_inputs(x_all, x_train)  # once: every batch of time pairs marks the same input pairs
 
     def kernel(ta, tb):
-        return _pair_kernels(x_all, x_train, ta, tb, L, activation, sigma0_sq, sigma_sq, T).ndk
+        diag = _same_at_equal_times(same, ta == tb, False, x_all.shape[0])
+        return _pair_kernels(x_all, x_train, ta, tb, L, activation, sigma0_sq, sigma_sq, T, diag).ndk
 
-    out_f, out_c, pairs = _volterra.solve(kernel, y, fine, x_all.shape[0], gamma=T / sigma_sq,
-                                          batch_elements=_BATCH_ELEMENTS)
-    train_f, test_f, train_c, test_c = out_f[:, :P], out_f[:, P:], out_c[:, :P], out_c[:, P:]
+    def diagonal(ts):
+        return _equal_time_diagonal(x_all, ts, L, activation, sigma0_sq, sigma_sq, T)
+
+    sol = _volterra.solve(kernel, y, fine, x_all.shape[0], gamma=T / sigma_sq, batch_elements=_BATCH_ELEMENTS,
+                          diagonal=diagonal if truncate else None)
+    train_f, test_f, train_c, test_c = sol.fine[:, :P], sol.fine[:, P:], sol.coarse[:, :P], sol.coarse[:, P:]
     err = torch.maximum((train_f[0::2] - train_c).abs().flatten(1).amax(1),
-                        (test_f[0::2] - test_c).abs().flatten(1).amax(1))
-    return MeanPredictor(times, train_f[0::2], test_f[0::2], err, float(err.max()), pairs)
+                        (test_f[0::2] - test_c).abs().flatten(1).amax(1)) + sol.neglected
+    finite_result(sol.fine, "mean predictor", "y")
+    return MeanPredictor(times, train_f[0::2], test_f[0::2], err, float(err.max()), sol.pairs, sol.history)
+
+
+def _diagonals(t):
+    """``diag`` of :func:`_recursion` for a symmetric block at equal times: every ``(b, i, i)`` pairs an input at a
+    time with itself."""
+    return t.diagonal(dim1=-2, dim2=-1)
+
+
+def _equal_time_diagonal(x, ts, L, activation, sigma0_sq, sigma_sq, T, chunk=64):
+    """``K^d(x,t; x,t)`` of every input of ``x (n, N0)`` at every time ``ts (G,)``: ``(G, n)``, the factors of the
+    bound (B) of :mod:`ntkcore._volterra`. At equal times ``m(t,t′) = m(t,t)`` and ``e^{−γ|t−t′|} = 1``; the
+    symmetric kernel (the recursion of paper Eqs. 11-13, exact on its diagonal) is computed on square blocks of at
+    most ``chunk`` inputs (cost ``G·n·chunk``, not ``G·n²``), a few times at a time (``_BATCH_ELEMENTS``), and its
+    diagonal kept."""
+    out = []
+    for xc in x.split(chunk):
+        q0, q, _ = _overlaps(xc, xc)
+        parts = []
+        for tt in ts.split(max(1, _BATCH_ELEMENTS // xc.shape[0] ** 2)):
+            mt = _m(tt, tt, sigma0_sq, sigma_sq, T)
+            kd = _recursion(q0, q, q, mt, mt, mt, torch.ones_like(mt), L, activation, _diagonals).ndk
+            parts.append(kd.diagonal(dim1=1, dim2=2))
+        out.append(torch.cat(parts))
+    return torch.cat(out, 1)

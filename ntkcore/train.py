@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import as_tensor, batch, check_choice, check_int, check_real, generator, trainable_parameters
+from ._checks import (as_numpy, as_tensor, batch, check_choice, check_int, check_real, class_labels, generator,
+                      trainable_parameters)
 
 LOSSES = ("mse", "cross_entropy")
 METHODS = ("plain", "rdi", "aux")
@@ -144,26 +145,34 @@ def _reference_parameter(model) -> torch.Tensor:
     return next(iter(trainable_parameters(model).values()))
 
 
+_PARAMS = "the model's parameters"
+
+
 def _inputs(x, name: str, ref: torch.Tensor) -> torch.Tensor:
-    """``x`` as a checked tensor on the model's device and in its dtype, shape (n, ...), n ≥ 1."""
-    return batch(x, name, like=ref, min_ndim=2)
+    """``x`` as a checked tensor, shape (n, ...), n ≥ 1: a tensor on the model's device and (if floating) in its
+    dtype, or numpy converted to them (the policy of :mod:`ntkcore._checks`)."""
+    return batch(x, name, like=ref, like_name=_PARAMS, min_ndim=2)
 
 
 def _targets(y, name: str, loss: str, n: int, ref: torch.Tensor) -> torch.Tensor:
     """Targets checked against the loss: floats (n,) or (n, O) for MSE, integer classes (n,) for cross-entropy."""
-    if loss == "mse":
-        t = as_tensor(y, name, ndim=(1, 2), device=ref.device, dtype=ref.dtype)
-    else:
-        raw = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-        if raw.ndim != 1 or raw.dtype.kind not in "iuf":
-            raise ValueError(f"{name} must be a 1-d array of integer class labels for loss='cross_entropy', "
-                             f"got shape {raw.shape} and dtype {raw.dtype}")
-        if not np.all(np.isfinite(raw)) or not np.all(np.mod(raw, 1) == 0) or (raw.size and raw.min() < 0):
-            raise ValueError(f"{name} must hold integer classes 0..C-1 for loss='cross_entropy'")
-        t = torch.as_tensor(raw.astype(np.int64), device=ref.device)
+    if loss == "cross_entropy":
+        return class_labels(y, name, n, like=ref, like_name=_PARAMS, of="input")
+    t = as_tensor(y, name, ndim=(1, 2), like=ref, like_name=_PARAMS)
     if t.shape[0] != n:
         raise ValueError(f"{name} has {t.shape[0]} examples but the inputs have {n}")
     return t
+
+
+def _first_outputs(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
+    """``model(x)``, with a shape or dtype error of torch turned into a ValueError naming ``x`` (the inputs do not
+    fit the model); the networks of :mod:`ntkcore.models` check their input themselves."""
+    try:
+        return model(x)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as err:
+        raise ValueError(f"{name} of shape {tuple(x.shape)} does not fit the model: {err}") from None
 
 
 def _outputs(out: torch.Tensor, y: torch.Tensor, loss: str, name: str) -> torch.Tensor:
@@ -211,10 +220,10 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor, loss: str) -> float |
     return float((torch.sign(outputs.reshape(-1)) == t).double().mean())
 
 
-def _values(v) -> np.ndarray:
-    if isinstance(v, torch.Tensor):
+def _values(v, name: str) -> np.ndarray:
+    if isinstance(v, torch.Tensor) and v.is_floating_point():
         return v.detach().cpu().numpy().copy()
-    return np.asarray(v, dtype=np.float64)
+    return np.array(as_numpy(v, f"the value of record[{name!r}]", finite=False))
 
 
 @contextlib.contextmanager
@@ -249,7 +258,9 @@ def fit(model: nn.Module, x, y, *, loss: str = "mse", method: str = "plain", rid
     model : any ``torch.nn.Module``; its parameters with ``requires_grad=True`` are trained, on their device and
         in their dtype (inputs and targets are moved there).
     x : (n, ...) training inputs. y : MSE: floats (n,) or (n, O) matching the model's outputs ((n, 1) outputs match
-        (n,) targets); cross-entropy: integer classes (n,) in 0..C−1 for (n, C) logits.
+        (n,) targets); cross-entropy: integer classes (n,) in 0..C−1 for (n, C) logits. Tensors must be on the
+        model's device and, when floating, in its dtype; numpy arrays are converted (the policy for mixed inputs of
+        :mod:`ntkcore._checks`). Inputs that do not fit the model raise a ValueError naming ``x``.
     loss : ``"mse"`` (``Σ_i ½‖f(x_i) − y_i‖²``) or ``"cross_entropy"`` (``Σ_i CE(f(x_i), y_i)``).
     method : ``"plain"``, ``"rdi"`` (adds ``ridge/2 · ‖w − w(0)‖²``) or ``"aux"`` (adds ``√ridge · b_i`` to the
         output of example i, with trainable ``b`` (n, O), ``b(0) = 0``; b is not used at test time).
@@ -320,11 +331,11 @@ def fit(model: nn.Module, x, y, *, loss: str = "mse", method: str = "plain", rid
     params = [p for p in model.parameters() if p.requires_grad]
     w0 = [p.detach().clone() for p in params] if method == "rdi" else None
     with _evaluating(model):
-        raw0 = model(x)
+        raw0 = _first_outputs(model, x, "x")
         out0 = _outputs(raw0, y, loss, "y")
         squeeze = out0.ndim < raw0.ndim  # (n, 1) outputs for (n,) MSE targets
         if has_val:
-            _outputs(model(x_val), y_val, loss, "y_val")
+            _outputs(_first_outputs(model, x_val, "x_val"), y_val, loss, "y_val")
     b = None
     if method == "aux":
         b = torch.zeros(out0.shape, dtype=ref.dtype, device=ref.device, requires_grad=True)
@@ -372,7 +383,7 @@ def fit(model: nn.Module, x, y, *, loss: str = "mse", method: str = "plain", rid
                 rows["val_loss"].append(float(per_example_loss(out_v, y_val, loss).sum()))
                 rows["val_accuracy"].append(accuracy(out_v, y_val, loss))
             for name, fn in record.items():
-                recs[name].append(_values(fn(model)))
+                recs[name].append(_values(fn(model), name))
         recorded.append(step)
         if not has_val:
             return False

@@ -1,6 +1,7 @@
 """Tests of ntkcore.bounds against independent computations: the minimum-norm linear interpolant, Monte Carlo
 Rademacher complexities, the lecture's √(2yᵀH⁻¹y/n), and exact solutions of linear kernel dynamics."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -177,3 +178,37 @@ def test_descent_deviation_bound_is_exact_for_known_step_kernels():
         bounds.descent_deviation_bound(h_star, torch.stack(steps), 2.5 * eta)
     with pytest.raises(ValueError, match="residuals"):
         bounds.descent_deviation_bound(h_star, torch.ones(3, 5), eta)
+
+
+def test_kernel_matrices_must_be_symmetric():
+    h = torch.tensor([[2.0, 1.0], [0.0, 2.0]], dtype=torch.float64)  # Cholesky reads one triangle only
+    for call in (lambda: bounds.interpolant_norm(h, torch.ones(2, dtype=torch.float64)),
+                 lambda: bounds.generalization_bound(h, torch.ones(2, dtype=torch.float64)),
+                 lambda: bounds.rademacher_bound(h, 1.0)):
+        with pytest.raises(ValueError, match="h must be symmetric"):
+            call()
+    with pytest.raises(ValueError, match="h_star must be symmetric"):
+        bounds.descent_deviation_bound(h, torch.ones(3, 2, dtype=torch.float64), 0.1)
+
+
+def test_bounds_over_the_float_range():
+    # The norms used to be formed from squares: y of 1e200 gave inf, y of 1e-200 gave 0 (not 1e-200 times the
+    # norm); a tiny delta overflowed the log term to inf; a huge radius overflowed with a RuntimeWarning.
+    x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    h = x @ x.T + 0.1 * torch.eye(6, dtype=torch.float64)
+    y = torch.sign(torch.randn(6, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    ref = bounds.interpolant_norm(h, y)
+    residuals = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    steps = bounds.descent_deviation_bound(h, residuals, 0.01)
+    for scale in (1e-200, 1e200):
+        assert bounds.interpolant_norm(h, y * scale) == pytest.approx(ref * scale, rel=1e-13)
+        assert np.allclose(bounds.descent_deviation_bound(h, residuals * scale, 0.01), steps * scale, rtol=1e-13)
+    assert math.isfinite(bounds.generalization_bound(h, y, delta=5e-324))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for call in (lambda: bounds.rademacher_bound(h * 1e4, 1.7e308), lambda: bounds.interpolant_norm(h, y * 1.7e308),
+                     lambda: bounds.descent_deviation_bound(h, residuals * 5e307, 0.01)):
+            with pytest.raises(ValueError, match="not representable in float64"):
+                call()
+    with pytest.raises(ValueError, match="h must be positive semi-definite"):
+        bounds.rademacher_bound(torch.diag(torch.tensor([2.0, -1.0], dtype=torch.float64)), 1.0)

@@ -1,5 +1,6 @@
 """Offline datasets, splits, preprocessing, label coding, synthetic sets and label noise (ntkcore.data)."""
 import socket
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -329,3 +330,113 @@ def test_available_lists_every_dataset(tmp_path):
     assert all(r.description for r in rows.values())
     ds = data.load("orthogonal_synthetic", n_train=3, overlap=0.2)
     assert ds.name == "orthogonal_synthetic"
+
+
+# --- sizes against the data available ------------------------------------------------------------------------
+
+def test_split_sizes_are_validated_against_the_data():
+    """A split that takes a whole class used to leave an empty (or class-less) test set and crash in preprocess."""
+    with pytest.raises(ValueError, match="n_train=150 takes all 50 points of class 'setosa', which leaves none "
+                                         "for the test set .* or pass n_test=0"):
+        data.iris(n_train=150)
+    with pytest.raises(ValueError, match="n_train=356 takes all 178 points of class '0'"):
+        data.digits(classes=(0, 1), n_train=356)  # would leave a test set of class 1 only
+    with pytest.raises(ValueError, match="n_test=356 takes all 178 points of class '0', which leaves none for the "
+                                         "training set"):
+        data.digits(classes=(0, 1), n_test=356)
+    with pytest.raises(ValueError, match="n_test must be >= 0"):
+        data.digits(classes=(0, 1), n_train=10, n_test=-1)
+
+
+def test_an_empty_test_set_when_asked_for():
+    ds = data.iris(n_train=150, n_test=0, preprocess=("standardize", "unit_norm"))
+    assert ds.x_train.shape == (150, 4) and ds.x_test.shape == (0, 4) and ds.y_test.shape == (0,)
+    assert ds.to_torch().x_test.shape == (0, 4)
+    assert data.digits(classes=(0, 1), n_train=10, n_test=0, flatten=False).x_test.shape == (0, 1, 8, 8)
+    for ds in (data.two_gaussians(n_train=4, n_test=0), data.sphere(n_train=4, n_test=0, target=lambda x: x[:, 0]),
+               data.orthogonal_synthetic(n_train=3, n_test=0)):
+        assert ds.x_test.shape[0] == 0 and ds.y_test.shape == (0,) and ds.x_train.shape[0] > 0
+
+
+def test_preprocess_checks_its_arrays():
+    with pytest.raises(ValueError, match="x_train must have shape \\(n, ...\\) with n >= 1"):
+        data.preprocess(np.ones((0, 3)), np.ones((2, 3)), "centre")
+    with pytest.raises(ValueError, match="x_test must have the per-example shape of x_train"):
+        data.preprocess(np.ones((2, 3)), np.ones((2, 4)), "centre")
+    with pytest.raises(ValueError, match="x_train must be an array of real numbers"):
+        data.preprocess([["1", "2"]], np.ones((1, 2)))
+    a, b = data.preprocess(np.array([[1.0, 2.0], [3.0, 1.0], [0.0, 1.0]]), np.ones((0, 2)), ("centre", "dim_norm"))
+    assert b.shape == (0, 2) and np.allclose((a * a).sum(1), 2)
+
+
+def test_preprocess_steps_that_are_not_names_fail_clearly():
+    # preprocess=0 used to fail with TypeError ("'int' object is not iterable"), and the message for an unknown
+    # step named neither steps= nor preprocess=.
+    x = np.ones((3, 2))
+    for bad in (0, (0,), ("centre", "nope"), np.array([0, 1])):
+        with pytest.raises(ValueError, match=r"preprocess steps \(steps=, or preprocess= of a loader\)"):
+            data.preprocess(x, x, bad)
+    with pytest.raises(ValueError, match="preprocess= of a loader"):
+        data.iris(preprocess=0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda y: data.one_hot(y),
+    lambda y: data.symmetric_noise(y, 0.2),
+    lambda y: data.transition_noise(y, data.symmetric_transition(0.2, 2)),
+])
+@pytest.mark.parametrize("label", [1e308, 2.0**63, np.uint64(2**64 - 1)])
+def test_labels_beyond_int64_are_errors_without_warnings(call, label):
+    """A label that is no int64 class (1e308, 2**63) is a ValueError naming y, not a cast that warns and wraps."""
+    y = np.array([0, label, 1], dtype=np.uint64 if isinstance(label, np.uint64) else np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"\by\b"):
+            call(y)
+
+
+def test_class_counts_beyond_memory_are_errors():
+    """n_classes whose matrices cannot fit in memory is a ValueError naming it, before anything is allocated."""
+    with pytest.raises(ValueError, match="n_classes"):
+        data.symmetric_transition(0.2, 10**7)
+    with pytest.raises(ValueError, match="n_classes"):
+        data.one_hot(np.array([0, 2, 1]), n_classes=10**12)
+    with pytest.raises(ValueError, match="n_classes"):
+        data.symmetric_noise(np.array([0, 2, 1]), 0.2, n_classes=10**8)
+    out = data.one_hot(np.array([0, 2, 1]), n_classes=10**5)  # fine: no C×C identity is built any more
+    assert out.shape == (3, 10**5) and out.sum() == 3 and out[1, 2] == 1
+
+
+def test_sizes_beyond_memory_are_errors():
+    for call in (lambda: data.sphere(n_train=2**62, dim=3), lambda: data.two_gaussians(n_train=10, dim=2**60),
+                 lambda: data.orthogonal_synthetic(n_train=10**7)):
+        with pytest.raises(ValueError, match="n_train|dim"):
+            call()
+
+
+def test_two_gaussians_that_overflow_are_errors():
+    with pytest.raises(ValueError, match="std"):
+        data.two_gaussians(n_train=4, n_test=2, std=1.7e308)
+
+
+@pytest.mark.parametrize("steps", [("centre",), ("standardize",), ("unit_norm",), ("dim_norm",)])
+@pytest.mark.parametrize("c", [1e-250, 1e155, 1e300])
+def test_preprocess_is_exact_over_the_float64_range(steps, c):
+    """Statistics and norms are computed in units of the data's largest magnitude: x·c gives the result for x
+    (times c for centring), where squares used to overflow (c = 1e155) or underflow (c = 1e-250)."""
+    rng = np.random.default_rng(0)
+    x, xt = rng.standard_normal((6, 3)), rng.standard_normal((2, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a, b = data.preprocess(x * c, xt * c, steps)
+    ra, rb = data.preprocess(x, xt, steps)
+    k = c if steps == ("centre",) else 1.0
+    np.testing.assert_allclose(a, ra * k, rtol=1e-13, atol=1e-13 * k)
+    np.testing.assert_allclose(b, rb * k, rtol=1e-13, atol=1e-13 * k)
+
+
+def test_preprocess_results_beyond_float64_are_errors():
+    x = np.array([[1e308, 0.0], [-1e308, 1.0]])
+    np.testing.assert_array_equal(data.preprocess(x, x[:0], ("centre",))[0], [[1e308, -0.5], [-1e308, 0.5]])
+    with pytest.raises(ValueError, match="x_test"):  # x_test far beyond the scale of x_train
+        data.preprocess(np.array([[1.0, 0.0], [2.0, 1.0]]), np.array([[1e308, 0.0]]), ("standardize",))

@@ -250,7 +250,31 @@ def _tied_rule_accuracies(s, y, e, ye):
     (lambda x: drift.threshold_accuracy(torch.ones(3), torch.ones(3), torch.ones(2)), "eval"),
     (lambda x: drift.threshold_accuracy(torch.ones(2, 3), torch.ones(3), torch.ones(3, 2), torch.ones(2)),
      "eval_scores"),
+    # None is not "not given" where it is not a value (it used to skip the check of T and fail inside ndk)
+    (lambda x: drift.drift_kernel(x, tau=1.0, L=1, activation="relu", sigma_sq=1.0, T=None),
+     "T must be a finite real number, got None"),
+    (lambda x: drift.drift_predictor(x, torch.ones(6), x, 1.0, L=1, activation="relu", sigma_sq=1.0, T=None),
+     "T must be a finite real number, got None"),
+    (lambda x: drift.drift_kernel(x, tau=None, L=1, activation="relu", sigma_sq=1.0, T=0.1),
+     "tau must be an array of real numbers"),
+    (lambda x: drift.threshold_accuracy(torch.ones(0), torch.ones(0)), "scores must hold at least one score"),
+    (lambda x: drift.threshold_accuracy(torch.ones(3), torch.ones(3), torch.ones(0), torch.ones(0)),
+     "eval_scores must have 1 rows like scores and at least one column"),
 ])
 def test_bad_inputs(call, match):
     with pytest.raises(ValueError, match=match):
         call(inputs())
+
+
+@pytest.mark.parametrize("scale", [1e155, 1e300, 1e-200, 1e-300])
+def test_weight_correlation_is_scale_invariant_over_the_float64_range(scale):
+    """ρ is invariant under w → c w: no NaN from an overflowing (or zero from an underflowing) dot product."""
+    w = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(drift.weight_correlation(w * scale), drift.weight_correlation(w))
+
+
+def test_weight_correlation_beyond_the_float64_range_is_an_error():
+    w = torch.ones(1, 2, 3, dtype=torch.float64)
+    w[0, 1] = 1e300
+    with pytest.raises(ValueError, match=r"\bw\b"):
+        drift.weight_correlation(w * torch.tensor([1e-300, 1.0], dtype=torch.float64)[None, :, None])

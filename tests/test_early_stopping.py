@@ -1,5 +1,6 @@
 """Tests of ntkcore.early_stopping (optimal stopping time and its distance to equilibrium)."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -77,3 +78,22 @@ def test_bad_inputs(kwargs, match):
 def test_loss_curve_bad_shapes():
     with pytest.raises(ValueError, match="predictions"):
         es.loss_curve(np.zeros((3, 2)), np.zeros(3))
+
+
+def test_numeric_strings_are_not_parsed():
+    with pytest.raises(ValueError, match="times must be an array of real numbers"):
+        es.early_stopping(["0", "1"], [1.0, 0.5], tol=0.1)
+    with pytest.raises(ValueError, match="loss contains NaN"):
+        es.early_stopping([0.0, 1.0], [1.0, float("nan")], tol=0.1)
+
+
+def test_loss_curve_beyond_the_float_range_is_a_clear_error():
+    # Predictions of 1e200 used to give inf with an overflow RuntimeWarning; tiny ones underflowed to 0.
+    f = np.random.default_rng(0).standard_normal((4, 3))
+    y = np.ones(3)
+    ref = es.loss_curve(f, y)
+    assert np.allclose(es.loss_curve(f * 1e-150, y * 1e-150) / 1e-300, ref, rtol=1e-13)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="predictions and targets"):
+            es.loss_curve(f * 1e200, y)

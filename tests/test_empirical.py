@@ -1,6 +1,11 @@
 """Tests for ntkcore.empirical: the three exact NTK methods agree with each other and with the definition, the
 lecture's H(0), the empirical NNGP, and input checks."""
 import math
+import os
+import subprocess
+import sys
+import textwrap
+import weakref
 
 import numpy as np
 import pytest
@@ -8,6 +13,7 @@ import torch
 from torch import nn
 
 from ntkcore import empirical, kernels, models
+from ntkcore import layers as L
 from ntkcore.device import available_devices
 
 DEVICES = available_devices()
@@ -147,6 +153,141 @@ def test_batching_symmetry_and_psd(method):
     assert torch.linalg.eigvalsh(gram).min() > -1e-10
 
 
+
+# ------------------------------------------------------------------------------------- memory bound and block reuse
+def _count_forwards(model):
+    """A list whose length is the number of forward calls of ``model`` (vmap'd calls count once)."""
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    return calls
+
+
+def _track_jacobians(monkeypatch):
+    """Record the size of every block whose Jacobian ``"jacobian"`` prepares, and the peak bytes of prepared
+    Jacobians and panel buffers alive at once (the tensors themselves, counted until the method drops them)."""
+    stats = dict(blocks=[], live=0, peak=0)
+    tracked = set()
+
+    def track(data):
+        if id(data[0]) in tracked:  # a panel of one block is that block
+            return data
+        nbytes = sum(j.numel() * j.element_size() for j in data)
+        stats.update(live=stats["live"] + nbytes, peak=max(stats["peak"], stats["live"] + nbytes))
+        tracked.add(id(data[0]))
+        weakref.finalize(data[0], lambda key=id(data[0]): (stats.update(live=stats["live"] - nbytes),
+                                                           tracked.discard(key)))
+        return data
+
+    make, panel = empirical._jacobian_method, empirical._panel
+
+    def method(*args):
+        m = make(*args)
+
+        def prepare(xs):
+            stats["blocks"].append(xs[0].shape[0])
+            return track(m.col(xs))
+
+        return m._replace(row=prepare, col=prepare)
+
+    monkeypatch.setattr(empirical, "_jacobian_method", method)
+    monkeypatch.setattr(empirical, "_panel", lambda *args: track(panel(*args)))
+    return stats
+
+
+@pytest.mark.parametrize("with_x2", [False, True])
+def test_automatic_blocks_respect_max_memory(monkeypatch, with_x2):
+    """A small max_memory gives small blocks whose prepared Jacobians alive at once fit in it, and the same kernel
+    as one unbounded block; the default bound keeps this small problem in one block."""
+    net = _reinit(SkipNet(4, 30, 2).to(F64), seed=5)  # P = 1142, O = 2: 18 kB of Jacobian per example
+    x1, x2 = _x(40, 4, seed=1), (_x(25, 4, seed=2) if with_x2 else None)
+    stats = _track_jacobians(monkeypatch)
+    full = empirical.ntk(net, x1, x2, method="jacobian")
+    assert sorted(stats["blocks"]) == ([25] if with_x2 else []) + [40]
+    stats.update(blocks=[], peak=0)
+    max_memory = 200_000  # a third of one side's Jacobian
+    bounded = empirical.ntk(net, x1, x2, method="jacobian", max_memory=max_memory)
+    torch.testing.assert_close(bounded, full, rtol=0, atol=1e-12)
+    assert max(stats["blocks"]) < 10 and 0 < stats["peak"] <= max_memory, stats
+
+
+_MODELS = {  # (model, inputs of 24 examples): a chain of dense layers, and three models that are not
+    "mlp": lambda: (models.MLP(4, 30, 2, 2, seed=0), _x(24, 4, seed=1)),
+    "skip": lambda: (_reinit(SkipNet(4, 30, 2).to(F64), seed=5), _x(24, 4, seed=1)),
+    "conv": lambda: (_reinit(_conv_net().to(F64), seed=2), torch.randn(24, 1, 5, 5, generator=torch.Generator()
+                                                                       .manual_seed(3), dtype=F64)),
+    "graph": lambda: (_graph_net().to(F64), _graphs(24, 5, 0)),
+}
+
+
+@pytest.mark.parametrize("name, method", [("mlp", "auto"), ("mlp", "jacobian"), ("skip", "auto"),
+                                          ("skip", "vjp-jvp"), ("conv", "auto"), ("conv", "vjp-jvp"),
+                                          ("graph", "auto"), ("graph", "vjp-jvp")])
+def test_memory_is_bounded_by_default_for_every_method_and_model(monkeypatch, name, method):
+    """Without max_memory, every method on every kind of model plans its blocks within DEFAULT_MAX_MEMORY (shrunk
+    here below what the 24 examples need at once, above what one needs): several blocks, the same kernel."""
+    net, x = _MODELS[name]()
+    unbounded = empirical.ntk(net, x, method=method, max_memory=2**40)
+    plans, plan = [], empirical._plan
+    monkeypatch.setattr(empirical, "DEFAULT_MAX_MEMORY", 100_000)
+    monkeypatch.setattr(empirical, "_plan", lambda *args: plans.append((args[3], plan(*args))) or plans[-1][1])
+    bounded = empirical.ntk(net, x, method=method)
+    assert len(plans) == 1 and plans[0][0] == 100_000 and plans[0][1].block < 24, plans
+    torch.testing.assert_close(bounded, unbounded, rtol=0, atol=1e-12)
+
+
+def test_peak_memory_stays_under_max_memory():
+    """Measured in a fresh process (peak resident memory of the call): a non-Sequential net whose Jacobian over
+    the inputs takes 67 MB runs within a 32 MiB bound (one block used 64 MiB)."""
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("needs Linux /proc/self/clear_refs to reset the peak resident memory")
+    script = textwrap.dedent("""
+        import sys, torch
+        sys.path.insert(0, sys.argv[1])
+        from test_empirical import SkipNet, _reinit, _x
+        from ntkcore import empirical
+
+        def status(field):
+            return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field))
+
+        net, x = _reinit(SkipNet(64, 256, 1).to(torch.float64), seed=0), _x(100, 64)  # P = 83,713
+        empirical.ntk(net, x[:2], max_memory=2**25)  # warm-up: code pages, thread pools
+        open("/proc/self/clear_refs", "w").write("5")
+        start = status("VmRSS")
+        empirical.ntk(net, x, max_memory=2**25)
+        print(status("VmHWM") - start)
+    """)
+    run = subprocess.run([sys.executable, "-c", script, os.path.dirname(__file__)], capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert run.returncode == 0, run.stderr
+    assert int(run.stdout.split()[-1]) <= 2**25
+
+
+@pytest.mark.parametrize("method, with_x2, forwards, old_forwards", [
+    ("jacobian", False, 1 + 4, 1 + 4 + 6),            # probe + each of 4 blocks once (was 4 + 6 later blocks)
+    ("jacobian", True, 2 + 3 + 2, 1 + 2 + 2 * 3),     # probes of x1 and x2 + 3 + 2 blocks (was 2 + 2 x 3)
+    ("vjp-jvp", False, 1 + 4 + 10, 1 + 2 * 10),       # probe + a pullback per block + a jvp per pair (was 2 per pair)
+])
+def test_each_block_is_prepared_once(method, with_x2, forwards, old_forwards):
+    net = _reinit(SkipNet(4, 6, 2).to(F64), seed=3)
+    x1, x2 = (_x(6, 4, seed=1), _x(9, 4, seed=2)) if with_x2 else (_x(12, 4, seed=1), None)
+    reference = empirical.ntk(net, x1, x2, method=method)
+    calls = _count_forwards(net)
+    blocked = empirical.ntk(net, x1, x2, method=method, batch_size=3)
+    assert len(calls) == forwards < old_forwards
+    torch.testing.assert_close(blocked, reference, rtol=0, atol=1e-12)
+
+
+def test_passes_carry_a_block_over_when_the_panel_is_bounded(monkeypatch):
+    """Panels of 2 blocks of 3 examples over 6 blocks: 3 passes prepare 6 + 3 + 1 blocks (21 with one kept block
+    and every later block recomputed per row block), the last block of a pass carried into the next."""
+    net = _reinit(SkipNet(4, 6, 2).to(F64), seed=3)
+    x = _x(18, 4, seed=1)
+    reference = empirical.ntk(net, x, method="jacobian")
+    monkeypatch.setattr(empirical, "_plan", lambda *args: empirical._Plan(block=3, panel=2))
+    calls = _count_forwards(net)
+    torch.testing.assert_close(empirical.ntk(net, x, method="jacobian"), reference, rtol=0, atol=1e-12)
+    assert len(calls) == 1 + 10
+
 def test_trace_outputs_is_the_mean_over_outputs_and_one_output_is_two_dimensional():
     net = models.MLP(3, 6, 1, 4, seed=0)
     x = _x(5, 3)
@@ -160,13 +301,16 @@ def test_trace_outputs_is_the_mean_over_outputs_and_one_output_is_two_dimensiona
     assert empirical.ntk(single, x, _x(2, 3)).shape == (5, 2)
 
 
-def test_inputs_are_cast_to_the_model_dtype():
+def test_inputs_follow_the_model_dtype():
+    """Numpy inputs are converted to the model's dtype; a tensor of another floating dtype is refused (the library's
+    policy for mixed inputs, ntkcore._checks)."""
     net = models.MLP(3, 6, 1, 2, seed=0, dtype=torch.float32)
     x = _x(4, 3)
-    k32 = empirical.ntk(net, x)
+    k32 = empirical.ntk(net, x.numpy())
     assert k32.dtype == torch.float32
-    torch.testing.assert_close(empirical.ntk(net, x.numpy()), k32)
     torch.testing.assert_close(empirical.ntk(net, x.float(), method="jacobian"), k32, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="x1 has dtype torch.float64"):
+        empirical.ntk(net, x)
 
 
 # --------------------------------------------------------------------------------------------- the lecture's H(0)
@@ -257,3 +401,89 @@ def test_ntk_bad_model_and_devices():
         empirical.nngp(net, torch.ones(2, 3, device="meta"))
     with pytest.raises(ValueError, match="x1 contains NaN"):
         empirical.nngp(net, np.array([[np.nan, 0.0, 0.0]]))
+
+
+
+class _Summed(nn.Module):
+    """Returns one number for the whole batch: not a batch of outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2).to(F64)
+
+    def forward(self, x):
+        return self.lin(x).sum()
+
+
+def _nan_net():
+    net = _reinit(SkipNet(4, 3, 2).to(F64), 0)
+    with torch.no_grad():
+        net.out.weight[0, 0] = float("nan")
+    return net
+
+
+def _graph_net():
+    return L.serial(L.Aggregate(), L.Dense(4), L.Relu(), L.GlobalSumPool(), L.Dense(2)).module((5, 3), seed=0)
+
+
+def _graphs(n, nodes, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, nodes, 3, generator=g, dtype=F64)
+    a = (torch.rand(n, nodes, nodes, generator=g, dtype=F64) < 0.5).to(F64)
+    return x, a
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: empirical.ntk(_graph_net(), _graphs(3, 5, 0), (_graphs(2, 5, 1)[0][..., :2], _graphs(2, 5, 1)[1])),
+     r"x2 of shapes \(2, 5, 2\), \(2, 5, 5\) does not fit the model"),   # was a RuntimeError inside vmap
+    (lambda: empirical.ntk(_graph_net(), _graphs(3, 5, 0) * 2), "x1 of shapes .* does not fit the model: .*argument"),
+    (lambda: empirical.ntk(nn.Linear(3, 0).to(F64), np.ones((2, 3)), method="jacobian"), "model has no outputs"),
+    (lambda: empirical.ntk(_Summed(), np.ones((2, 3))), r"model must map a batch .* returned \(\)"),
+    (lambda: empirical.ntk(_reinit(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).to(F64), 1),
+                           np.full((2, 4), 1e200), method="jacobian"),
+     "NTK is not representable in torch.float64.*rescale x1"),  # was a kernel of inf
+    (lambda: empirical.ntk(_nan_net(), np.ones((2, 4))), "model has parameters that are NaN or inf"),
+    (lambda: empirical.ntk(SkipNet(4, 3, 2).to(F64), np.ones((2, 4)), trace_outputs="yes"),
+     "trace_outputs must be True or False"),
+    (lambda: empirical.ntk(SkipNet(4, 3, 2).to(F64), np.ones((2, 4)), max_memory=0), "max_memory must be >= 1"),
+    (lambda: empirical.ntk(SkipNet(4, 3, 2).to(F64), np.ones((2, 4)), max_memory=2.5),
+     "max_memory must be an integer"),
+    (lambda: empirical.ntk(SkipNet(4, 3, 2).to(F64), np.ones((2, 4)), max_memory=100),
+     "max_memory=100 bytes is too small for method='jacobian'"),
+])
+def test_ntk_bad_input_fails_at_the_boundary(call, match):
+    """Inputs that do not fit the model, models that do not return a batch of outputs, overflow: a ValueError
+    naming the argument, never an error from inside torch or a kernel of inf/NaN."""
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_graph_inputs_of_different_sizes_and_blocks():
+    """Tuple inputs (node features, adjacency), x2 with other graph sizes: blocked, bounded and reference agree."""
+    net = _graph_net().to(F64)
+    x1, x2 = _graphs(5, 5, 0), _graphs(4, 3, 1)
+    full = empirical.ntk(net, x1, x2, method="vjp-jvp")
+    assert full.shape == (5, 4, 2, 2)
+    for kwargs in (dict(), dict(batch_size=2), dict(max_memory=2**14)):
+        torch.testing.assert_close(empirical.ntk(net, x1, x2, **kwargs), full, rtol=0, atol=1e-12)
+    torch.testing.assert_close(empirical.ntk(net, x1, batch_size=2), empirical.ntk(net, x1, method="vjp-jvp"),
+                               rtol=0, atol=1e-12)
+
+
+def test_nngp_bad_input_fails_at_the_boundary():
+    net = models.MLP(3, 4, 1, seed=0)
+    x, readout = np.ones((2, 3)), dict(weight_var=1.0, bias_var=0.0)
+    with pytest.raises(ValueError, match="features must give at least one feature"):  # was ZeroDivisionError
+        empirical.nngp(net, x, features=lambda z: z[:, :0], **readout)
+    with pytest.raises(ValueError, match=r"features must map x1 \(2 examples\) to a tensor of shape \(2, F\)"):
+        empirical.nngp(net, x, features=lambda z: z.sum(0))
+    with pytest.raises(ValueError, match="normalize must be True or False"):
+        empirical.nngp(net, x, normalize="no")
+    skip = _reinit(SkipNet(3, 5, 1).to(F64), seed=0)
+    with pytest.raises(ValueError, match=r"x2 of shapes \(2, 4\), \(2, 1\) does not fit the model's features"):
+        empirical.nngp(skip, (torch.ones(2, 3, dtype=F64), torch.ones(2, 1, dtype=F64)),   # was named "x1"
+                       (torch.ones(2, 4, dtype=F64), torch.ones(2, 1, dtype=F64)),
+                       features=lambda z, scale: torch.tanh(skip.inp(z)) * scale, **readout)
+    relu = models.MLP(3, 4, 1, activation="relu", seed=0)
+    with pytest.raises(ValueError, match="NNGP is not representable in torch.float64.*rescale x1"):
+        empirical.nngp(relu, np.full((2, 3), 1e200))

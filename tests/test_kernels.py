@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ntkcore import activations, kernels
+from ntkcore import activations, kernels, layers as L
 from ntkcore.device import available_devices
 
 DEVICES = available_devices()
@@ -295,3 +295,96 @@ def test_bad_two_layer_input():
         kernels.two_layer_empirical(x, w=np.ones((4, 2)), a=np.ones(4), activation="sigmoid")
     with pytest.raises(ValueError, match="a_second_moment"):
         kernels.two_layer_limit(x, a_second_moment=-1)
+
+
+def test_zero_dimensional_features_and_zero_width_are_value_errors():
+    """Not a ZeroDivisionError (x·x′/d with d = 0) and not a NaN kernel (1/m with m = 0)."""
+    with pytest.raises(ValueError, match=r"x1 must have a feature dimension of at least 1 .*\(3, 0\)"):
+        kernels.fc(np.ones((3, 0)), depth=1)
+    with pytest.raises(ValueError, match="x1 must have a feature dimension of at least 1"):
+        kernels.two_layer_limit(np.ones((3, 0)))
+    with pytest.raises(ValueError, match=r"w must be \(m, d\) with m >= 1"):
+        kernels.two_layer_empirical(np.ones((3, 2)), w=np.ones((0, 2)), a=np.ones(0))
+
+
+def test_depths_are_bounded():
+    x = np.ones((2, 2))
+    with pytest.raises(ValueError, match="depth must be <= 1000"):
+        kernels.fc(x, depth=10**7)
+    with pytest.raises(ValueError, match="depth must be <= 1000"):
+        kernels.cntk(np.ones((1, 1, 3, 3)), depth=10**6)
+    with pytest.raises(ValueError, match="n_blocks must be <= 1000"):
+        kernels.gntk_network(10**6, 1)
+    with pytest.raises(ValueError, match="n_mlp_layers must be <= 1000"):
+        kernels.gntk_network(1, 10**6)
+    assert bool(torch.isfinite(kernels.fc(_points(3, 2, 0), depth=1000).ntk).all())  # the largest depth runs
+
+
+def test_quadrature_degree_is_accurate_up_to_its_cap_and_refused_beyond():
+    """The radial rule overflows from degree 353 on (all-NaN kernels before the cap existed). At the cap, the
+    kernels of φ = sin(a·) match their closed forms: E[sin(au) sin(av)] = e^{−a²(q11+q22)/2} sinh(a² q12) and
+    E[φ′(u)φ′(v)] = a² e^{−a²(q11+q22)/2} cosh(a² q12)."""
+    a, x = 3.0, _points(3, 4, 5) / 2
+    got = kernels.fc(x, depth=1, activation=lambda z: torch.sin(a * z), weight_var=1.0,
+                     quadrature_degree=kernels.MAX_QUADRATURE_DEGREE)
+    q = x @ x.T / x.shape[1]
+    damp = torch.exp(-a * a * (q.diagonal()[:, None] + q.diagonal()[None, :]) / 2)
+    nngp = damp * torch.sinh(a * a * q)
+    torch.testing.assert_close(got.nngp, nngp, rtol=0, atol=1e-13)
+    torch.testing.assert_close(got.ntk, nngp + a * a * damp * torch.cosh(a * a * q) * q, rtol=0, atol=1e-13)
+    for degree in (kernels.MAX_QUADRATURE_DEGREE + 1, 10**5):
+        with pytest.raises(ValueError, match="quadrature_degree must be <= 352"):
+            kernels.fc(x, depth=2, activation=torch.relu, quadrature_degree=degree)
+    with pytest.raises(ValueError, match="quadrature_degree must be <= 352"):
+        kernels.two_layer_limit(x, activation="tanh", quadrature_degree=353)
+    with pytest.raises(ValueError, match="quadrature_degree must be <= 352"):  # the layer, closed form or not
+        L.Elementwise(torch.tanh, quadrature_degree=353)
+    with pytest.raises(ValueError, match="degree must be <= 352"):
+        kernels.gaussian_expectations(torch.tanh, 1.0, 1.0, 0.5, degree=353)
+
+
+@pytest.mark.parametrize("q11, q22, q12, match", [
+    (-1.0, 1.0, 0.0, "q11 must hold variances >= 0"),
+    (1.0, -1e-300, 0.0, "q22 must hold variances >= 0"),
+    (1.0, 4.0, 2.5, r"q12 must satisfy q12² <= q11 q22"),
+    (1.0, 1.0, math.nan, "q12"),
+    ([1.0, 1.0], [1.0, 1.0, 1.0], 0.0, "broadcastable shapes"),
+    ("1", 1.0, 0.5, "q11 must be an array of real numbers"),
+])
+def test_gaussian_expectations_takes_covariance_matrices_only(q11, q22, q12, match):
+    with pytest.raises(ValueError, match=match):
+        kernels.gaussian_expectations(torch.tanh, q11, q22, q12)
+
+
+def test_gaussian_expectations_accepts_names_zero_variances_and_the_boundary():
+    # E[relu(u) relu(v)] for perfectly correlated unit variances is E[relu(u)²] = 1/2; a zero variance gives
+    # E[φ(0) φ(v)] = 0 for relu; the names of the registry work as their functions do.
+    e, ed = kernels.gaussian_expectations("relu", np.array([1.0, 0.0]), 1.0, np.array([1.0, 0.0]))
+    torch.testing.assert_close(e, torch.tensor([0.5, 0.0], dtype=torch.float64), rtol=0, atol=1e-14)
+    torch.testing.assert_close(ed, torch.tensor([0.5, 0.0], dtype=torch.float64), rtol=0, atol=1e-14)
+
+
+def test_empty_inputs_filters_and_overflow():
+    x = _points(4, 3, 0)
+    for get in ("nngp", "ntk"):  # no pairs: an empty kernel, on every path
+        assert getattr(kernels.fc(x[:0], x, depth=2, get=get), get).shape == (0, 4)
+        assert getattr(kernels.cntk(np.ones((0, 1, 4, 4)), np.ones((2, 1, 4, 4)), depth=1, get=get), get).shape \
+            == (0, 2)
+    with pytest.raises(ValueError, match=r"kernel_size at most 2·size \+ 1"):  # was: a loop of 10**9 passes
+        kernels.cntk(np.ones((2, 1, 4, 4)), depth=1, kernel_size=10**9)
+    with pytest.raises(ValueError, match="kernel_size must be <= 9223372036854775807"):  # was: OverflowError
+        kernels.cntk(np.ones((2, 1, 4, 4)), depth=1, kernel_size=10**30)
+    with pytest.raises(ValueError, match="rescale x1, x2, w or a"):  # was: a kernel of inf
+        kernels.two_layer_empirical(x * 1e155, w=np.ones((7, 3)), a=np.ones(7))
+    with pytest.raises(ValueError, match=r"Rescale x1 \(and x2\) .* or lower weight_var"):
+        kernels.fc(x * 1e200, depth=2)
+
+
+def test_gaussian_expectations_at_perfect_correlation_scale_exactly():
+    # q11 = q22 = q12: a rounded correlation 1 − ε would become an angle √(2ε), and E[relu′ relu′] = (π − θ)/2π
+    # would be 2e-9 off
+    q = torch.tensor([0.3, 1.7, 2.9, 0.1], dtype=torch.float64)
+    for scale in (1.0, 1e10, 1e-10):
+        e, e_dot = kernels.gaussian_expectations(torch.relu, q * scale, q * scale, q * scale)
+        torch.testing.assert_close(e / scale, q / 2, rtol=1e-14, atol=0)
+        torch.testing.assert_close(e_dot, torch.full_like(q, 0.5), rtol=1e-14, atol=0)  # E[relu′(u)²] = 1/2

@@ -244,3 +244,59 @@ def test_bad_inputs():
         r.standard_error()
     with pytest.raises(ValueError, match="part"):
         r.mean("validation")
+
+
+def test_record_times_sizes_and_flags_are_validated():
+    """A record time of 1e30 used to overflow the step count and return the uninitialized output buffer."""
+    x, y, xt = orthogonal_dataset()
+    kw = dict(L=1, activation="relu", width=8, sigma0_sq=1.0, sigma_sq=1.0, T=0.1, dt=0.01, n_networks=2)
+    with pytest.raises(ValueError, match="record_times up to 1e\\+30 .* at most 1e\\+08 are allowed"):
+        langevin.simulate(x, y, xt, [0.0, 1e30], **kw)
+    with pytest.raises(ValueError, match="record_times contains NaN or inf"):
+        langevin.simulate(x, y, xt, [0.0, math.inf], **kw)
+    with pytest.raises(ValueError, match="record_times must be an array of real numbers"):
+        langevin.simulate(x, y, xt, None, **kw)
+    with pytest.raises(ValueError, match="L must be <= 1000"):
+        langevin.simulate(x, y, xt, [0.0], **{**kw, "L": 10**6})
+    with pytest.raises(ValueError, match="would need .* GiB"):
+        langevin.simulate(x, y, xt, [0.0], **{**kw, "L": 3, "width": 10**7})
+    with pytest.raises(ValueError, match="record_weights must be True or False"):
+        langevin.simulate(x, y, xt, [0.0], **{**kw, "record_weights": "yes"})
+    with pytest.raises(ValueError, match="T must be a finite real number, got None"):
+        langevin.simulate(x, y, xt, [0.0], **{**kw, "T": None})
+    far = langevin.simulate(x, y, xt, [0.0, 0.1], **{**kw, "freeze_readout_at": 1e300})  # never reached
+    torch.testing.assert_close(far.outputs_test, langevin.simulate(x, y, xt, [0.0, 0.1], **kw).outputs_test)
+
+
+def test_divergence_raises_and_empty_test_sets():
+    x, y, xt = orthogonal_dataset()
+    kw = dict(L=1, activation="relu", width=8, sigma0_sq=1.0, sigma_sq=1.0, T=0.1, n_networks=2)
+    with pytest.raises(FloatingPointError, match="diverged .* lower dt"):  # dt·T/σ² = 0.5, but dt·λ_max ≫ 2
+        langevin.simulate(x, y, xt, [0.0, 500.0], dt=5.0, **kw)
+    with pytest.raises(ValueError, match="must be <= 2"):  # dt·T/σ² = 5: refused before it runs
+        langevin.simulate(x, y, xt, [0.0, 500.0], dt=5.0, **{**kw, "T": 1.0})
+    res = langevin.simulate(x, y, None, [0.0, 0.1], dt=0.01, **kw)
+    assert res.outputs_test.shape == (2, 2, 0) and bool(torch.isfinite(res.outputs_train).all())
+
+
+@pytest.mark.parametrize("change, name", [(dict(T=1e300), "T"), (dict(sigma_sq=1e-300), "sigma_sq"),
+                                          (dict(dt=1e30), "dt"), (dict(T=1e300, sigma_sq=1e300), "T")])
+def test_steps_that_cannot_be_stable_or_represented_are_errors(change, name):
+    """dt·T/σ² > 2 (every step amplifies the weights) or a noise scale beyond float32 is a ValueError naming the
+    argument, before anything runs (it used to fail inside torch: 'value cannot be converted ... without overflow')."""
+    x, y, xt = orthogonal_dataset()
+    kw = dict(L=1, activation="relu", width=4, sigma0_sq=1.0, sigma_sq=1.0, T=0.1, dt=0.05, n_networks=2)
+    kw.update(change)
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        langevin.simulate(x, y, xt, [0.0, 0.1], **kw)
+
+
+@pytest.mark.parametrize("arg", ["x_train", "y", "x_test"])
+def test_inputs_that_require_grad_are_errors(arg):
+    """simulate is a sampler with in-place updates, not differentiable: say so instead of failing inside torch."""
+    x, y, xt = orthogonal_dataset()
+    args = dict(x_train=x, y=y, x_test=xt)
+    args[arg] = torch.as_tensor(args[arg], dtype=torch.float64).clone().requires_grad_(True)
+    kw = dict(L=1, activation="relu", width=4, sigma0_sq=1.0, sigma_sq=1.0, T=0.1, dt=0.05, n_networks=2)
+    with pytest.raises(ValueError, match=rf"{arg} requires grad.*not differentiable"):
+        langevin.simulate(args["x_train"], args["y"], args["x_test"], [0.0, 0.1], **kw)

@@ -341,3 +341,23 @@ def test_bad_graph_inputs():
         net.kernel(_points((3, 5), 0))
     with pytest.raises(ValueError, match="in_shape"):
         net.module((3, 5, 5, 5), seed=0)
+
+
+def test_finite_networks_check_their_input():
+    """A wrong feature count, channel count, dtype or type is a ValueError naming x, not a torch error."""
+    dense = L.serial(L.Dense(4, weight_var=2.0), L.Relu(), L.Dense(1)).module((5,), seed=0, dtype=torch.float64)
+    conv = L.serial(L.Conv(2, 3), L.Relu(), L.GlobalAvgPool(), L.Dense(1)).module((1, 6, 6), seed=0,
+                                                                                   dtype=torch.float64)
+    graph = L.serial(L.Dense(2), L.Relu(), L.Aggregate(), L.GlobalSumPool(), L.Dense(1)).module(
+        (4, 3), seed=0, dtype=torch.float64)
+    cases = [(dense, (torch.zeros(2, 4, dtype=torch.float64),), r"x must have shape \(n, 5\)"),
+             (dense, (torch.zeros(2, 5),), "x has dtype torch.float32 but the model's parameters"),
+             (dense, ([[0.0] * 5],), "x must be a torch.Tensor"),
+             (conv, (torch.zeros(2, 2, 6, 6, dtype=torch.float64),), r"x must have shape \(n, 1, 6, 6\)"),
+             (graph, (torch.zeros(2, 4, 2, dtype=torch.float64), torch.ones(2, 4, 4, dtype=torch.float64)),
+              r"x must have shape \(n, N, 3\)")]
+    for net, args, match in cases:
+        with pytest.raises(ValueError, match=match):
+            net(*args)
+    # graphs of any node count pass
+    assert graph(torch.zeros(2, 7, 3, dtype=torch.float64), torch.ones(2, 7, 7, dtype=torch.float64)).shape == (2, 1)

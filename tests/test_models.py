@@ -232,3 +232,33 @@ def test_linearize_bad_input():
         models.linearize(frozen)
     with pytest.raises(ValueError, match="model"):
         models.linearize(lambda x: x)
+
+
+# ------------------------------------------------------------------------------------------------- input checks
+def test_forward_checks_the_input_shape_device_and_dtype():
+    mlp = models.MLP(3, 8, 2, seed=0)
+    for model in (mlp, models.TwoLayerNet(3, 8, seed=0), models.linearize(mlp)):
+        with pytest.raises(ValueError, match=r"x must have shape \(n, 3\) \(3 input features\), got shape \(2, 4\)"):
+            model(torch.ones(2, 4, dtype=F64))
+    with pytest.raises(ValueError, match="x has dtype torch.float32 but the model's parameters have dtype torch.float64"):
+        mlp(torch.ones(2, 3, dtype=torch.float32))
+    with pytest.raises(ValueError, match="x must be a floating tensor of dtype torch.float64"):
+        mlp(torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="x is on meta but the model's parameters are on cpu"):
+        models.linearize(mlp)(torch.ones(2, 3, dtype=F64, device="meta"))
+    assert mlp(torch.ones(3, dtype=F64)).shape == (1,)  # a single input, as nn.Linear takes it
+    # a hook, not an overridden forward: the networks keep the exact fast path of empirical.ntk
+    assert empirical.layerwise_layers(mlp) is not None
+    assert empirical.layerwise_layers(models.TwoLayerNet(3, 8, seed=0)) is not None
+
+
+def test_sizes_are_bounded():
+    with pytest.raises(ValueError, match="depth must be <= 1000"):
+        models.MLP(3, 4, 10**6, seed=0)
+    with pytest.raises(ValueError, match=r"MLP\(in_features=3, width=10000000, depth=3\) .* would need .* GiB, "
+                                         "more than the .* GiB of memory"):
+        models.MLP(3, 10**7, 3, seed=0)
+    with pytest.raises(ValueError, match=r"TwoLayerNet\(in_features=3, width=1000000000000\) .* would need"):
+        models.TwoLayerNet(3, 10**12, seed=0)
+    with pytest.raises(ValueError, match="antisymmetric must be True or False"):
+        models.TwoLayerNet(3, 4, antisymmetric="yes", seed=0)

@@ -10,6 +10,7 @@ from ntkcore.device import available_devices
 from ntkcore.langevin import MLPEnsemble
 
 HYPER = dict(sigma0_sq=2.0, sigma_sq=1.0, T=0.1)
+HYPER_GRID = dict(L=1, activation="relu", sigma0_sq=1.0, sigma_sq=1.0, T=0.1)
 
 
 def orthogonal_dataset(P=4, N0=8, overlap=0.6, seed=0):
@@ -203,6 +204,116 @@ def test_solver_cost_grows_slower_than_direct_quadrature():
     assert (sol.test[-1] - lim).abs().max() < 1e-3  # γ t = 10: equilibrium up to e^{-10}
 
 
+@pytest.mark.parametrize("activation", ndk.ACTIVATIONS)
+def test_ndk_is_bounded_by_its_equal_time_diagonal(activation):
+    """The bound behind the solver's far-field cut (ntkcore._volterra, "Far-field truncation"): the NDK is
+    e^{−γ|t−t′|} times a positive semi-definite kernel on (input, time) pairs (paper Eq. 7), so
+    |K^d(x,t; x′,t′)| ≤ e^{−γ|t−t′|} √(K^d(x,t; x,t) K^d(x′,t′; x′,t′)) (Cauchy-Schwarz), with equality for x = x′,
+    t = t′. Checked on inputs of norms 0.1 to 10, σ0² above and below σ², at random times over 6/γ; the diagonal
+    (ndk._equal_time_diagonal) is that of the two-time kernels, and moves monotonically from its σ0² value to its σ²
+    value (so its largest value over a step is at an end of it)."""
+    g = torch.Generator().manual_seed(7)
+    x = random_inputs(5, seed=8) * torch.tensor([0.1, 0.5, 1.0, 3.0, 10.0], dtype=torch.float64)[:, None]
+    for L in (1, 3):
+        for s0, s, T in [(2.0, 1.0, 0.5), (0.3, 1.5, 0.2)]:
+            gamma = T / s
+            t = torch.rand(10, generator=g, dtype=torch.float64) * 6 / gamma
+            kd = ndk.two_time_kernels(x, x, t, t, L=L, activation=activation, sigma0_sq=s0, sigma_sq=s, T=T).ndk
+            diag = ndk._equal_time_diagonal(x, t, L, activation, s0, s, T, chunk=2)  # in blocks of 2, 2 and 1
+            assert torch.allclose(diag, kd.diagonal(dim1=0, dim2=1).diagonal(dim1=0, dim2=1), rtol=1e-13, atol=0)
+            d = diag.sqrt()
+            bound = (torch.exp(-gamma * (t[:, None] - t[None, :]).abs())[:, :, None, None]
+                     * d[:, None, :, None] * d[None, :, None, :])
+            assert (kd.abs() <= bound * (1 + 1e-12)).all()
+            assert (kd.abs() / bound).max() > 1 - 1e-12  # attained (on the diagonal): the check has no slack
+            steps = torch.linspace(0.0, 8 / gamma, 200, dtype=torch.float64)
+            moves = ndk._equal_time_diagonal(x, steps, L, activation, s0, s, T).diff(dim=0) * (1 if s0 < s else -1)
+            assert (moves >= -1e-13 * diag.max()).all()
+
+
+def long_horizon_problem():
+    """The orthogonal task (P = 4, one test input), ReLU, σ0² = σ² = 1 and σ²/T = 1 (the regime of long horizons,
+    benchmarks/ndk.py --part horizon), on a coarse grid (resolution 0.5) to keep the test fast."""
+    x, y, xt = orthogonal_dataset()
+    kw = dict(L=1, activation="relu", sigma0_sq=1.0, sigma_sq=1.0, T=1.0, resolution=0.5)
+    lim = ndk.nngp_limit(x, y, xt, L=1, activation="relu", sigma_sq=1.0, T=1.0)
+    return x, y, xt, kw, lim
+
+
+def test_long_horizon_cost_grows_linearly_and_history_is_bounded():
+    """Horizons 30, 60, 120 σ²/T: each step of the solver reads the same bounded history at 60 and 120 (a window of
+    the grid, not all of it), and the kernel time pairs grow linearly (the increments from 30 to 60 to 120 are in
+    ratio 2; without the far-field cut, 2/γ-wide panels tile all of [0, t] and the ratio is about 3). The answer at
+    every horizon is the equilibrium (NNGP limit, paper Eq. 18) within the error estimate."""
+    x, y, xt, kw, lim = long_horizon_problem()
+    sols = {h: ndk.mean_predictor(x, y, xt, h, **kw) for h in (30.0, 60.0, 120.0)}
+    assert sols[60.0].history == sols[120.0].history < (2 * sols[60.0].times.numel() - 1) / 3
+    pairs = [sols[h].kernel_pairs for h in (30.0, 60.0, 120.0)]
+    assert 1.9 < (pairs[2] - pairs[1]) / (pairs[1] - pairs[0]) < 2.1
+    for sol in sols.values():
+        assert (sol.test[-1] - lim).abs().max() <= sol.error_estimate < 1e-2
+
+
+def test_far_field_cut_matches_the_uncut_solver_within_the_estimate():
+    """Horizon 40 σ²/T: the solution with the far field cut equals the uncut one to well within the error estimate
+    (the cut is kept below a thousandth of it, and the error estimate includes its bound), with fewer kernel pairs
+    and a shorter history."""
+    x, y, xt, kw, lim = long_horizon_problem()
+    cut = ndk.mean_predictor(x, y, xt, 40.0, **kw)
+    full = ndk.mean_predictor(x, y, xt, 40.0, truncate=False, **kw)
+    assert full.history == 2 * full.times.numel() - 1 and cut.history < full.history / 2
+    assert cut.kernel_pairs < full.kernel_pairs
+    diff = max((cut.train - full.train).abs().max().item(), (cut.test - full.test).abs().max().item())
+    assert diff <= 1e-2 * full.error_estimate
+    assert 0 <= (cut.error - full.error).min() and (cut.error - full.error).max() <= 1e-3 * full.error_estimate
+
+
+@pytest.mark.parametrize("T, t_max", [(0.0, 5.0), (0.01, 50.0)])
+def test_nothing_is_cut_where_the_kernel_does_not_decay(T, t_max):
+    """T = 0 (the NDK does not decay in the lag) and γ t_max = 0.5: every step reads the whole history."""
+    x, y, xt = orthogonal_dataset()
+    sol = ndk.mean_predictor(x, y, xt, t_max, L=1, activation="relu", sigma0_sq=1.0, sigma_sq=1.0, T=T)
+    assert sol.history == 2 * sol.times.numel() - 1
+
+
+@pytest.mark.parametrize("activation", ndk.ACTIVATIONS)
+def test_all_zero_training_inputs_give_the_exact_zero_predictor(activation):
+    """Training inputs that are all zero: the closed-form activations vanish at 0, so every hidden activation and
+    every gradient at those inputs is zero, K_NTK = 0 and the NDK is zero: there is no gradient-driven phase and the
+    mean predictor (paper Eqs. 14-15) is exactly 0 at all times, as are its NTK and NNGP limits (Eqs. 16, 18). The
+    default grid is uniform with the diffusive step (it used to divide by λ_max(K_NTK) = 0)."""
+    x, y, xt = orthogonal_dataset()
+    zero = torch.zeros_like(x)
+    kw = dict(L=2, activation=activation, sigma0_sq=1.0, sigma_sq=1.0, T=0.5)
+    grid = ndk.default_time_grid(zero, 10.0, **kw)
+    steps = grid.diff()
+    assert torch.allclose(steps, torch.full_like(steps, 0.2), rtol=1e-12)  # h_max = 0.1 σ²/T
+    sol = ndk.mean_predictor(zero, y, xt, 10.0, **kw)
+    assert torch.equal(sol.times, grid) and sol.error_estimate == 0.0
+    assert not sol.train.any() and not sol.test.any()
+    assert not ndk.ntk_limit(zero, y, xt, grid, L=2, activation=activation, sigma0_sq=1.0).any()
+    assert not ndk.nngp_limit(zero, y, xt, L=2, activation=activation, sigma_sq=1.0, T=0.5).any()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda x: ndk.default_time_grid(x, None, **HYPER_GRID), "t_max"),
+    (lambda x: ndk.default_time_grid(x, "10", **HYPER_GRID), "t_max"),
+    (lambda x: ndk.default_time_grid(x, -1.0, **HYPER_GRID), "t_max"),
+    (lambda x: ndk.default_time_grid(x, 10.0, **{**HYPER_GRID, "sigma_sq": 0.0}), "sigma_sq"),
+    (lambda x: ndk.default_time_grid(x, 10.0, **{**HYPER_GRID, "T": -1.0}), "T"),
+    (lambda x: ndk.default_time_grid(x, 10.0, **{**HYPER_GRID, "T": None}), "T"),
+    (lambda x: ndk.default_time_grid(x, 1e12, **HYPER_GRID), "grid points"),
+    (lambda x: ndk.time_grid(1.0, h_first=1e-300, h_max=1e-300, growth=1.0), "grid points"),
+    (lambda x: ndk.mean_predictor(x, torch.ones(4), x[:1], 1.0, truncate="yes", **HYPER_GRID), "truncate"),
+])
+def test_bad_time_grid_arguments(call, match):
+    """A ValueError naming the argument, never a TypeError or ZeroDivisionError from inside, and no grid that would
+    not end (10¹² points, or 10³⁰⁰ with growth 1)."""
+    x, _, _ = orthogonal_dataset()
+    with pytest.raises(ValueError, match=match):
+        call(x)
+
+
 def test_solver_linear_network_matches_ode():
     """Identity activation with σ0 = σ: K^d(t,t′) = (L+1) σ^{2L} e^{-(L+1)γ|t-t′|} Q (Q = input overlaps): the Volterra
     equation becomes a linear ODE system, solved exactly by a matrix exponential."""
@@ -371,3 +482,34 @@ def test_bad_inputs():
         ndk.k_gp(torch.tensor([[float("nan")]]), L=1, activation="relu", sigma_sq=1.0)
     with pytest.raises(ValueError, match="smallest eigenvalue"):
         ndk.nngp_limit(torch.cat([x, x]), torch.cat([y, y]), xt, L=1, activation="relu", sigma_sq=1.0, T=0.0)
+
+
+def test_sizes_names_and_overflow_are_value_errors():
+    """Depths are bounded, errors name the public argument, and results that overflow are refused."""
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.ones(4, dtype=torch.float64)
+    hyper = dict(L=2, activation="relu", sigma_sq=1.0, T=0.1)
+    with pytest.raises(ValueError, match="L must be <= 1000"):
+        ndk.k_gp(x, L=10**7, activation="erf", sigma_sq=1.0)
+    with pytest.raises(ValueError, match="x_test must"):
+        ndk.nngp_limit(x, y, [["a"] * 3], **hyper)
+    with pytest.raises(ValueError, match="rescale T, sigma_sq"):  # γ = T/σ² overflows (was: eigh failed)
+        ndk.nngp_limit(x, y, x, L=2, activation="relu", sigma_sq=5e-324, T=0.1)
+    with pytest.raises(ValueError, match="rescale y"):
+        ndk.nngp_limit(x, torch.full((4,), 1e308, dtype=torch.float64), x, **hyper)
+    with pytest.raises(ValueError, match="underflows to 0 .t_max=5e-324"):
+        ndk.mean_predictor(x, y, x, 5e-324, sigma0_sq=1.0, **hyper)
+    with pytest.raises(ValueError, match="not differentiable"):
+        ndk.mean_predictor(x.clone().requires_grad_(True), y, x, 1.0, sigma0_sq=1.0, **hyper)
+
+
+def test_ntk_limit_on_a_singular_kernel_tends_to_the_pseudo_inverse_solution():
+    """Duplicated training inputs make K_NTK singular; at t → ∞ the predictor is k(x, X) K⁺ y at every time scale
+    (rounding-noise eigenvalues, kept, would have entered as 1/λ)."""
+    x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x_train, y = torch.cat([x, x]), torch.tensor([1.0, -1.0, 0.5, 1.0, -1.0, 0.5], dtype=torch.float64)
+    kk = ndk.ntk0(x_train, L=2, activation="erf", sigma0_sq=1.0)
+    kt = ndk.ntk0(x, x_train, L=2, activation="erf", sigma0_sq=1.0)
+    limit = kt @ torch.linalg.pinv(kk, hermitian=True) @ y
+    out = ndk.ntk_limit(x_train, y, x, [1e6, 1e14, 1e24], L=2, activation="erf", sigma0_sq=1.0)
+    torch.testing.assert_close(out, limit.expand(3, -1), rtol=0, atol=1e-12)  # 1e-6 before, at t = 1e24

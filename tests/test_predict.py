@@ -176,3 +176,82 @@ def test_nngp_posterior():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def _singular_problem(n=20, p=5, n_test=7, seed=0):
+    """K = ΦΦᵀ of rank p < n and the consistent test kernel ΦtΦᵀ; the pseudo-inverse solution of gradient flow."""
+    g = torch.Generator().manual_seed(seed)
+    phi = torch.randn(n, p, generator=g, dtype=torch.float64)
+    phi_test = torch.randn(n_test, p, generator=g, dtype=torch.float64)
+    y = torch.randn(n, generator=g, dtype=torch.float64)
+    k, kx = phi @ phi.T, phi_test @ phi.T
+    pinv = torch.linalg.pinv(k, hermitian=True)
+    return k, kx, y, k @ pinv @ y, kx @ pinv @ y
+
+
+def test_long_time_limit_on_singular_kernels_is_the_pseudo_inverse_solution():
+    """Rounding-noise eigenvalues of a singular kernel are zeros, not 1/λ factors: before, the test outputs drifted
+    from the limit by 0.65 at t = 1e14 and 4.6e5 at t = 1e20, and the training loss fell below its floor."""
+    k, kx, y, train_limit, test_limit = _singular_problem()
+    t = torch.tensor([1e2, 1e6, 1e10, 1e14, 1e20], dtype=torch.float64)
+    flow = predict.gradient_flow(k, y, t, k_test_train=kx)
+    scale = float(test_limit.abs().max())
+    assert float((flow.test - test_limit).abs().max()) <= 1e-12 * scale
+    assert float((flow.train - train_limit).abs().max()) <= 1e-12 * scale
+    floor = 0.5 * float(((y - train_limit) ** 2).sum())
+    torch.testing.assert_close(predict.training_loss_curve(k, y, t), torch.full_like(t, floor), rtol=1e-12, atol=0)
+    eta = 1.0 / float(torch.linalg.eigvalsh(k)[-1])
+    steps = torch.tensor([1e6, 1e12, 1e18], dtype=torch.float64)
+    descent = predict.gradient_flow(k, y, steps, k_test_train=kx, learning_rate=eta)
+    assert float((descent.test - test_limit).abs().max()) <= 1e-12 * scale
+
+
+def test_nngp_posterior_rejects_test_kernels_that_are_not_psd():
+    k, kx, y, _, _ = _singular_problem(n=6, p=8, n_test=3)
+    kss = kx @ torch.linalg.pinv(k) @ kx.T + torch.eye(3, dtype=torch.float64)  # a valid joint kernel
+    post = predict.nngp_posterior(kx, k, y, kss)
+    assert bool((torch.diagonal(post.cov) >= 0).all())
+    with pytest.raises(ValueError, match="k_test_test must hold variances k\\(x, x\\) >= 0.*test input 1"):
+        predict.nngp_posterior(kx, k, y, torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="posterior variance of test input 0 is .* < 0: k_test_test"):
+        predict.nngp_posterior(kx, k, y, 0.5 * torch.diagonal(kss - torch.eye(3, dtype=torch.float64)))
+    with pytest.raises(ValueError, match="k_test_test must be symmetric"):
+        predict.nngp_posterior(kx, k, y, kss + torch.triu(torch.ones(3, 3, dtype=torch.float64), 1))
+    # test inputs equal to training inputs, noiseless: posterior variances are 0 up to rounding, returned as ≥ 0
+    exact = predict.nngp_posterior(k, k, y, torch.diagonal(k))
+    assert bool((exact.cov >= 0).all()) and float(exact.cov.max()) <= 1e-10 * float(k.diagonal().max())
+
+
+def _scale_problem():
+    x = np.random.default_rng(3).standard_normal((5, 3))
+    k = kernels.fc(x, depth=1).ntk + 0.1 * torch.eye(5, dtype=torch.float64)
+    return k, torch.as_tensor(np.random.default_rng(4).standard_normal(5))
+
+
+@pytest.mark.parametrize("c", [1e155, 1e300, 1e-300])
+def test_targets_anywhere_in_the_float64_range_scale_the_result(c):
+    """Predictions are linear in y and the loss quadratic: targets near the ends of the float64 range give the scaled
+    result (products of targets used to overflow to inf and NaN, e.g. kernel_regression with y ~ 1e308)."""
+    k, y = _scale_problem()
+    t = torch.tensor([0.0, 1.0, 5.0], dtype=torch.float64)
+    torch.testing.assert_close(predict.kernel_regression(k, k, y * c), predict.kernel_regression(k, k, y) * c)
+    torch.testing.assert_close(predict.kernel_ridge(k[:2], k, y * c, 0.1), predict.kernel_ridge(k[:2], k, y, 0.1) * c)
+    torch.testing.assert_close(predict.gradient_flow(k, y * c, t).train, predict.gradient_flow(k, y, t).train * c)
+    torch.testing.assert_close(predict.nngp_posterior(k[:2], k, y * c, k[:2, :2]).mean,
+                               predict.nngp_posterior(k[:2], k, y, k[:2, :2]).mean * c)
+    if c < 1e150:  # c² times the loss representable
+        torch.testing.assert_close(predict.training_loss_curve(k, y * c, t), predict.training_loss_curve(k, y, t) * c**2)
+
+
+def test_results_beyond_the_float64_range_are_errors():
+    k, y = _scale_problem()
+    t = torch.tensor([0.0, 3.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"training loss .* rescale y"):
+        predict.training_loss_curve(k, y * 1e300, t)
+    with pytest.raises(ValueError, match="learning_rate"):  # gradient descent diverging past the float64 range
+        predict.training_loss_curve(k, y, t, learning_rate=1e300)
+    with pytest.raises(ValueError, match="learning_rate"):
+        predict.gradient_flow(k, y, t, learning_rate=1e300)
+    y[0] = 1e308
+    with pytest.raises(ValueError, match=r"prediction .* rescale y"):
+        predict.kernel_regression(k, k * 1e-10, y)

@@ -37,3 +37,26 @@ def test_mean_sem_matches_numpy_and_takes_tensors():
     assert np.allclose(mean, a.mean(0)) and np.allclose(sem, a.std(0, ddof=1) / 2)
     with pytest.raises(ValueError, match="at least 2"):
         stats.mean_sem(np.ones((1, 3)))
+
+
+def test_bad_input_is_a_value_error():
+    with pytest.raises(ValueError, match="x must hold at least two different values"):
+        stats.power_law([2.0, 2.0, 2.0], [1.0, 2.0, 3.0])  # a singular fit: no slope
+    with pytest.raises(ValueError, match="x must be an array of real numbers"):
+        stats.power_law(["1", "2"], [1.0, 2.0])
+    with pytest.raises(ValueError, match="axis must be an axis of samples"):
+        stats.mean_sem(np.ones((3, 2)), axis=2)
+
+
+def test_mean_sem_rejects_nan_and_is_accurate_over_the_float_range():
+    # NaN samples used to give a NaN mean silently; samples beyond 1e154 overflowed the squares of the standard
+    # deviation (inf, with a RuntimeWarning) and below 1e-154 underflowed them (a standard error of 0).
+    a = np.random.default_rng(0).standard_normal((5, 3))
+    mean, sem = stats.mean_sem(a)
+    for scale in (1e-300, 1e-200, 1e200, 1e300):
+        m, s = stats.mean_sem(a * scale)
+        assert np.allclose(m / scale, mean, rtol=1e-13) and np.allclose(s / scale, sem, rtol=1e-13)
+    b = a.copy()
+    b[0, 0] = np.nan
+    with pytest.raises(ValueError, match="samples contains NaN or inf"):
+        stats.mean_sem(b)

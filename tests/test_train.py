@@ -357,3 +357,15 @@ def test_centered_cache_follows_in_place_changes_and_new_inputs():
         torch.testing.assert_close(centered(x2), net(x2) - centered.initial(x2))  # the frozen copy holds w(0)
     centered.train()
     assert not centered.initial.training and centered.model.training
+
+
+def test_inputs_that_do_not_fit_the_model_are_value_errors():
+    """A wrong feature dimension names x and the expected shape instead of failing inside torch."""
+    y = np.ones(4)
+    with pytest.raises(ValueError, match=r"x must have shape \(n, 5\) \(5 input features\), got shape \(4, 3\)"):
+        train.fit(models.MLP(5, 8, 1, seed=0), np.ones((4, 3)), y, steps=1)
+    with pytest.raises(ValueError, match=r"x of shape \(4, 3\) does not fit the model"):
+        train.fit(nn.Linear(5, 1, dtype=torch.float64), np.ones((4, 3)), y, steps=1)
+    with pytest.raises(ValueError, match="y must be an array of real numbers"):
+        train.fit(models.MLP(3, 4, 1, 2, seed=0), np.ones((4, 3)), ["0", "1", "0", "1"], loss="cross_entropy",
+                  steps=1)

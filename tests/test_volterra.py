@@ -33,9 +33,13 @@ def residual(s):
 
 
 def row_integral(row, t, values):
+    """The row's fine and coarse integrals of ``kernel`` times the piecewise-linear interpolant of ``values``
+    (from the row's cut on)."""
     k = kernel(t[row.i], t[row.i] - row.taus)
-    return float(k @ (row.fine @ values[: row.i + 1])), (float(k @ (row.coarse @ values[0: row.i + 1: 2]))
-                                                       if row.coarse is not None else None)
+    fine = float(k @ (row.fine.dense() @ values[row.cut: row.i + 1]))
+    if row.coarse is None:
+        return fine, None
+    return fine, float(k @ (row.coarse.dense() @ values[row.cut: row.i + 1: 2]))
 
 
 def reference(t, i, grid):
@@ -82,7 +86,7 @@ def test_rows_are_exact_for_constant_kernel_and_linear_residual():
     r = residual(t)
     for i in (1, 2, 7, t.size - 1):
         row = _volterra._Row(t, i, GAMMA)
-        got = row.fine.sum(0) @ r[: i + 1]
+        got = row.fine.dense().sum(0) @ r[: i + 1]
         trap = np.sum(0.5 * (r[1:i + 1] + r[:i]) * np.diff(t[: i + 1]))
         assert got == pytest.approx(trap, rel=1e-12)
 
@@ -101,8 +105,8 @@ def test_solve_matches_exponential_kernel_ode():
         base = ndk.time_grid(60.0, h_first=0.002, h_max=h * 20, growth=1 + h)
         fine = torch.empty(2 * base.numel() - 1, dtype=torch.float64)
         fine[0::2], fine[1::2] = base, 0.5 * (base[1:] + base[:-1])
-        out_f, out_c, pairs = _volterra.solve(kern, torch.tensor([y], dtype=torch.float64), fine, 1, gamma=a,
-                                              batch_elements=10_000)
+        out_f, out_c, pairs, _, _ = _volterra.solve(kern, torch.tensor([y], dtype=torch.float64), fine, 1,
+                                                    gamma=a, batch_elements=10_000)
         exact = c * y * -torch.expm1(-(a + c) * base) / (a + c)
         errors.append((out_f[0::2, 0] - exact).abs().max().item())
         estimates.append((out_f[0::2, 0] - out_c[:, 0]).abs().max().item())
@@ -127,10 +131,10 @@ def test_solve_with_several_outputs_is_column_wise():
     base = ndk.time_grid(30.0, h_first=0.005, h_max=0.25, growth=1.05)
     fine = torch.empty(2 * base.numel() - 1, dtype=torch.float64)
     fine[0::2], fine[1::2] = base, 0.5 * (base[1:] + base[:-1])
-    out_f, out_c, pairs = _volterra.solve(kern, Y, fine, 3, gamma=a, batch_elements=10_000)
+    out_f, out_c, pairs, _, _ = _volterra.solve(kern, Y, fine, 3, gamma=a, batch_elements=10_000)
     assert out_f.shape == (fine.numel(), 3, 3) and out_c.shape == (base.numel(), 3, 3)
     for j in range(3):
-        col_f, col_c, col_pairs = _volterra.solve(kern, Y[:, j], fine, 3, gamma=a, batch_elements=10_000)
+        col_f, col_c, col_pairs, _, _ = _volterra.solve(kern, Y[:, j], fine, 3, gamma=a, batch_elements=10_000)
         assert col_pairs == pairs
         for got, want in ((out_f[..., j], col_f), (out_c[..., j], col_c)):
             assert (got - want).abs().max() <= 1e-12 * want.abs().max()
@@ -141,3 +145,86 @@ def test_solve_with_several_outputs_is_column_wise():
     err_true = (out_f[0::2, :2] - exact_train).abs().max()
     estimate = (out_f[0::2] - out_c).abs().max()
     assert err_true <= estimate < 1e-3
+
+
+def exponential_problem(horizon, a=2.0):
+    """K(t, t′) = e^{−a(t − t′)} C with C = G[:, :2] for a 3×3 Gram matrix G: two training outputs and one test
+    output. C satisfies the bound (B) of _volterra with γ = a and the diagonal of G. Returns (kernel, diagonal, y,
+    fine grid, exact equilibrium (3,))."""
+    A = torch.tensor([[1.0, 0.4, -0.3], [0.2, 1.2, 0.5], [0.7, -0.6, 0.9]], dtype=torch.float64)
+    G = A @ A.T
+    C = G[:, :2]
+    y = torch.tensor([1.0, -0.5], dtype=torch.float64)
+
+    def kern(ta, tb):
+        return torch.exp(-a * (ta - tb))[:, None, None] * C
+
+    def diagonal(ts):
+        return G.diagonal().expand(ts.shape[0], 3)
+
+    base = ndk.time_grid(horizon, h_first=0.01, h_max=0.1, growth=1.1)
+    fine = torch.empty(2 * base.numel() - 1, dtype=torch.float64)
+    fine[0::2], fine[1::2] = base, 0.5 * (base[1:] + base[:-1])
+    # equilibrium of f' = C (y − f_train) − a f: f_train = (aI + C_train)⁻¹ C_train y, f = C (y − f_train) / a
+    f_train = torch.linalg.solve(a * torch.eye(2, dtype=torch.float64) + C[:2], C[:2] @ y)
+    return kern, diagonal, y, fine, C @ (y - f_train) / a
+
+
+def test_far_field_truncation_bounds_history_and_makes_cost_linear():
+    """K = e^{−2(t−t′)} C (γ = 2) over horizons 12, 24, 48 ≫ 1/γ: with the equal-time diagonal the far field is cut,
+    so every row reads the same bounded history and the kernel pairs grow linearly with the horizon (without the
+    cut the far panels, at most 2/γ wide, tile all of [0, t] and the pairs grow quadratically: the same increments
+    are in ratio about 3). The cut solution equals the uncut one to a small fraction of the error estimate (the cut
+    is kept below 1e-3 of it) and reaches the exact equilibrium within the estimate."""
+    runs = {}
+    for horizon in (12.0, 24.0, 48.0):
+        kern, diagonal, y, fine, exact = exponential_problem(horizon)
+        runs[horizon] = _volterra.solve(kern, y, fine, 3, gamma=2.0, batch_elements=10_000, diagonal=diagonal)
+    sol = runs[24.0]
+    assert sol.history == runs[48.0].history < fine.numel() / 3  # the same bounded window at both horizons
+    ratio = (runs[48.0].pairs - runs[24.0].pairs) / (runs[24.0].pairs - runs[12.0].pairs)
+    assert 1.9 < ratio < 2.1
+    kern, diagonal, y, fine, exact = exponential_problem(24.0)
+    full = _volterra.solve(kern, y, fine, 3, gamma=2.0, batch_elements=10_000)
+    assert full.history == fine.numel() and float(full.neglected.max()) == 0.0
+    estimate = (full.fine[0::2] - full.coarse).abs().max().item()
+    assert (sol.fine - full.fine).abs().max() <= 10 * _volterra.TRUNCATION * estimate
+    assert 0 < sol.neglected.max() <= _volterra.TRUNCATION * estimate
+    final = runs[48.0]
+    assert (final.fine[-1] - exact).abs().max() <= (final.fine[0::2] - final.coarse).abs().max()
+
+
+def test_far_field_is_cut_only_where_the_bound_proves_it_small():
+    """The cut of a row (_volterra._Tail) for the scalar kernel K = c e^{−γ(t−t′)} (the bound (B) is then an
+    equality of the kernel's size) and a residual history that does not decay: the integral over what is cut is at
+    most the returned bound, which is at most the tolerance. Nothing is cut when the bound cannot prove it small: no
+    error observed yet (tolerance 0), or a kernel that does not decay (γ = 0). A zero kernel row or a zero residual
+    history is cut whole (what is cut is exactly zero)."""
+    t = ndk.time_grid(60.0, h_first=0.01, h_max=0.1, growth=1.1).numpy()
+    G = t.size if t.size % 2 else t.size - 1
+    t = t[:G]
+    c = 2.0
+    r = 1.0 + 0.5 * np.sin(t)  # the fine residuals; the coarse ones are their even nodes
+    res_f = torch.tensor(r, dtype=torch.float64)[:, None, None]
+    res_c = res_f[0::2].clone()
+
+    def tail(gamma, res_f, res_c, d=math.sqrt(c)):
+        state = _volterra._Tail(t, gamma, torch.full((G, 1), d, dtype=torch.float64), (1, 1))
+        for k in range(1, (G + 1) // 2):
+            state.update(k, res_f, res_c)
+        return state
+
+    i = G - 1
+    state = tail(1.0, res_f, res_c)
+    for eps in (1e-3, 1e-8):
+        cut, bound = state.cut(i, eps)
+        assert 0 < cut < i - 2 and t[i] - t[cut] < 30  # something is cut, and not everything
+        neglected = sum(integrate.quad(lambda s: c * math.exp(-(t[i] - s)) * np.interp(s, t, r), t[j], t[j + 1])[0]
+                        for j in range(cut))
+        assert neglected <= bound <= eps
+        assert state.cut(i, eps / 1e3)[0] < cut  # a smaller tolerance cuts less
+    assert state.cut(i, 0.0) == (0, 0.0)  # no error observed yet: nothing is cut
+    assert tail(0.0, res_f, res_c).cut(i, 1e-3) == (0, 0.0)  # no decay: the whole history counts
+    zero = tail(1.0, torch.zeros_like(res_f), torch.zeros_like(res_c))
+    assert zero.cut(i, 0.0) == (i - 2 - (i - 2) % 2, 0.0)
+    assert tail(1.0, res_f, res_c, d=0.0).cut(i, 0.0) == (i - 2 - (i - 2) % 2, 0.0)

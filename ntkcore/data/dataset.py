@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_int
+from .._checks import MAX_INT, as_numpy, check_choice, check_int, check_memory, whole_numbers
 from ..device import resolve
 
 LABEL_CODINGS = ("auto", "index", "signed")
@@ -106,16 +106,20 @@ def one_hot(y, n_classes: int | None = None, *, centred: bool = False):
     numpy out; a tensor in, a tensor of the default float dtype out, on the same device.
     """
     is_tensor = isinstance(y, torch.Tensor)
-    arr = y.detach().cpu().numpy() if is_tensor else np.asarray(y)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"y must be a non-empty 1-d array of class indices, got shape {arr.shape}")
-    if not np.all(np.equal(np.mod(arr, 1), 0)) or arr.min() < 0:
-        raise ValueError("y must hold integer class indices 0..C-1 (for ±1 labels use (y + 1) / 2)")
+    arr = as_numpy(y, "y", dtype=None)
+    if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind == "b":
+        raise ValueError(f"y must be a non-empty 1-d array of class indices, got shape {arr.shape} and dtype "
+                         f"{arr.dtype}")
+    if not whole_numbers(arr) or arr.min() < 0:
+        raise ValueError(f"y must hold integer class indices 0..C-1 with C <= {MAX_INT} (for ±1 labels use "
+                         f"(y + 1) / 2)")
     idx = arr.astype(np.int64)
     c = int(idx.max()) + 1 if n_classes is None else check_int(n_classes, "n_classes", low=1)
     if idx.max() >= c:
         raise ValueError(f"y holds class {int(idx.max())}, but n_classes={c}")
-    out = np.eye(c)[idx]
+    check_memory(8 * len(idx) * c, f"one_hot targets of shape ({len(idx)}, {c}) (n_classes={c})", "cpu")
+    out = np.zeros((len(idx), c))
+    out[np.arange(len(idx)), idx] = 1.0
     if centred:
         out = out - 1.0 / c
     if is_tensor:

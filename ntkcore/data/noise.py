@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._checks import check_int, check_real
+from .._checks import MAX_INT, as_numpy, check_int, check_memory, check_real, whole_numbers
 from .subset import rng
 
 
@@ -22,6 +22,7 @@ def symmetric_transition(p: float, n_classes: int) -> np.ndarray:
     """The C×C matrix of symmetric noise: ``1 − p`` on the diagonal, ``p/(C − 1)`` elsewhere; p in [0, 1)."""
     p = check_real(p, "p", low=0.0, high=1.0, high_open=True)
     c = check_int(n_classes, "n_classes", low=2)
+    check_memory(8 * c * c, f"a {c}×{c} transition matrix (n_classes={c})", "cpu")
     return np.full((c, c), p / (c - 1)) + (1.0 - p - p / (c - 1)) * np.eye(c)
 
 
@@ -32,11 +33,11 @@ def _split(y, n_classes):
     with C = ``n_classes`` or max(y) + 1.
     """
     is_tensor = isinstance(y, torch.Tensor)
-    arr = y.detach().cpu().numpy() if is_tensor else np.asarray(y)
+    arr = as_numpy(y, "y", dtype=None, finite=False)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"y must be a non-empty 1-d array of labels, got shape {arr.shape}")
-    if arr.dtype.kind not in "iuf" or not np.all(np.isfinite(arr)) or not np.all(np.equal(np.mod(arr, 1), 0)):
-        raise ValueError("y must hold integer classes 0..C-1 or ±1 labels")
+    if arr.dtype.kind not in "iuf" or not whole_numbers(arr):
+        raise ValueError(f"y must hold integer classes 0..C-1 (C <= {MAX_INT}) or ±1 labels")
     signed = bool(np.all(np.abs(arr) == 1)) and (arr.dtype.kind == "f" or bool(np.any(arr == -1)))
     if signed:
         idx, c = ((arr + 1) // 2).astype(np.int64), 2
@@ -65,8 +66,7 @@ def transition_noise(y, transition, *, seed=0):
     ``y`` (n,): integer classes 0..C−1 or ±1 labels, with C the size of ``transition`` (C×C, non-negative,
     columns summing to 1; ValueError naming ``transition`` otherwise). Seeded. Returns ``(noisy, changed)``.
     """
-    t = np.asarray(transition.detach().cpu() if isinstance(transition, torch.Tensor) else transition,
-                   dtype=np.float64)
+    t = as_numpy(transition, "transition", finite=False)
     if t.ndim != 2 or t.shape[0] != t.shape[1] or t.shape[0] < 2:
         raise ValueError(f"transition must be a square C×C matrix with C >= 2, got shape {t.shape}")
     if not np.all(np.isfinite(t)) or np.any(t < 0):

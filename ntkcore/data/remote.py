@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dataset import finish
+from .download import DEADLINE, TIMEOUT, fetch
 from .download import cache_dir as resolve_cache
-from .download import fetch
 from .subset import make_dataset
 
 
@@ -62,19 +62,25 @@ REMOTES = {
 }
 
 
-def _files(name: str, cache_dir, base_url, download: bool, progress: bool, timeout: float) -> dict:
+def _files(name: str, cache_dir, base_url, download: bool, progress: bool, timeout: float,
+           deadline: float) -> dict:
     """Fetch (or find in the cache) every file of dataset ``name``: ``{file name: Path}``."""
     remote = REMOTES[name]
     base = (base_url or remote.base_url).rstrip("/") + "/"
     folder = resolve_cache(cache_dir) / name
-    return {f: fetch(base + f, folder / f, sha, download=download, progress=progress, timeout=timeout)
+    return {f: fetch(base + f, folder / f, sha, download=download, progress=progress, timeout=timeout,
+                     deadline=deadline)
             for f, sha in remote.files.items()}
 
 
 def is_cached(name: str, cache_dir=None) -> bool:
-    """True when every file of remote dataset ``name`` is already in the cache (not re-verified here)."""
+    """True when every file of remote dataset ``name`` is already in the cache (not re-verified here); False
+    when the cache cannot be looked into (e.g. a folder this user may not enter)."""
     folder = resolve_cache(cache_dir) / name
-    return all((folder / f).is_file() for f in REMOTES[name].files)
+    try:
+        return all((folder / f).is_file() for f in REMOTES[name].files)
+    except OSError:
+        return False
 
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -135,46 +141,49 @@ def _load(name, arrays, classes, n_train, n_test, seed, preprocess, labels, flat
     return finish(ds, torch, device, dtype)
 
 
-def _idx_dataset(name, cache_dir, base_url, download, progress, timeout):
-    paths = _files(name, cache_dir, base_url, download, progress, timeout)
+def _idx_dataset(name, cache_dir, base_url, download, progress, timeout, deadline):
+    paths = _files(name, cache_dir, base_url, download, progress, timeout, deadline)
     x_tr, y_tr, x_te, y_te = (read_idx(paths[f]) for f in _MNIST_FILES)
     return x_tr[:, None], y_tr.astype(np.int64), x_te[:, None], y_te.astype(np.int64)
 
 
 def mnist(classes=None, n_train=None, n_test=None, *, seed=0, preprocess=(), labels="auto", flatten=True,
-          cache_dir=None, base_url=None, download=True, progress=True, timeout=30.0, torch=False, device=None,
-          dtype=None):
+          cache_dir=None, base_url=None, download=True, progress=True, timeout=TIMEOUT, deadline=DEADLINE,
+          torch=False, device=None, dtype=None):
     """MNIST (LeCun et al.): 60,000 training and 10,000 test digits of 28×28 pixels, rescaled to [0, 1].
 
     Downloaded on first call into ``cache_dir`` (default ``$NTKCORE_DATA`` or ``~/.cache/ntkcore``) from
-    ``base_url`` (default: the tensorflow-datasets mirror); ``download=False`` uses only the cache.
+    ``base_url`` (default: the tensorflow-datasets mirror); ``download=False`` uses only the cache, which then
+    need not be writable. ``timeout`` (seconds, default 30) bounds every network wait, ``deadline`` (seconds,
+    default 3600) the download of each file (:func:`ntkcore.data.download.fetch`).
     ``classes``, ``n_train``, ``n_test`` (None: the whole official split), ``seed``, ``preprocess``,
     ``labels``, ``torch``/``device``/``dtype`` as :func:`ntkcore.data.digits`. ``flatten``: x of shape
-    (n, 784), else (n, 1, 28, 28). Raises :class:`~ntkcore.data.DownloadError` when the files cannot be had.
+    (n, 784), else (n, 1, 28, 28). Raises :class:`~ntkcore.data.DownloadError` when the files cannot be had,
+    including when the cache folder cannot be used (the message says how to choose another one).
     """
-    arrays = _idx_dataset("mnist", cache_dir, base_url, download, progress, timeout)
+    arrays = _idx_dataset("mnist", cache_dir, base_url, download, progress, timeout, deadline)
     return _load("mnist", arrays, classes, n_train, n_test, seed, preprocess, labels, flatten, torch, device,
                  dtype)
 
 
 def fashion_mnist(classes=None, n_train=None, n_test=None, *, seed=0, preprocess=(), labels="auto",
-                  flatten=True, cache_dir=None, base_url=None, download=True, progress=True, timeout=30.0,
-                  torch=False, device=None, dtype=None):
+                  flatten=True, cache_dir=None, base_url=None, download=True, progress=True, timeout=TIMEOUT,
+                  deadline=DEADLINE, torch=False, device=None, dtype=None):
     """Fashion-MNIST (Xiao et al. 2017): 60,000 + 10,000 clothing images of 28×28 pixels in MNIST's format;
     classes 0..9 or their names ('T-shirt/top', ..., 'Ankle boot'). Arguments as :func:`mnist`."""
-    arrays = _idx_dataset("fashion_mnist", cache_dir, base_url, download, progress, timeout)
+    arrays = _idx_dataset("fashion_mnist", cache_dir, base_url, download, progress, timeout, deadline)
     return _load("fashion_mnist", arrays, classes, n_train, n_test, seed, preprocess, labels, flatten, torch,
                  device, dtype)
 
 
 def cifar10(classes=None, n_train=None, n_test=None, *, seed=0, preprocess=(), labels="auto", flatten=True,
-            cache_dir=None, base_url=None, download=True, progress=True, timeout=30.0, torch=False, device=None,
-            dtype=None):
+            cache_dir=None, base_url=None, download=True, progress=True, timeout=TIMEOUT, deadline=DEADLINE,
+            torch=False, device=None, dtype=None):
     """CIFAR-10 (Krizhevsky 2009): 50,000 + 10,000 colour images of 32×32 pixels, rescaled to [0, 1].
 
     ``classes`` by index or name, e.g. ``("cat", "dog")`` (cat −1, dog +1). ``flatten``: x of shape (n, 3072)
     in channel-major order, else (n, 3, 32, 32). Other arguments as :func:`mnist`; the archive is 163 MiB.
     """
-    path = _files("cifar10", cache_dir, base_url, download, progress, timeout)[_CIFAR_ARCHIVE]
+    path = _files("cifar10", cache_dir, base_url, download, progress, timeout, deadline)[_CIFAR_ARCHIVE]
     return _load("cifar10", read_cifar10(path), classes, n_train, n_test, seed, preprocess, labels, flatten,
                  torch, device, dtype)

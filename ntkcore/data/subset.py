@@ -3,6 +3,11 @@
 Balanced means: ``n`` points over C classes give ``n // C`` per class, and one more to each of the first
 ``n % C`` classes in the order of ``classes``. Within a class the points are a seeded random choice; the
 returned split is shuffled (a seeded permutation), so classes are interleaved.
+
+Sizes are validated against the data before anything is drawn: ``n_train ≥ 1`` and ``n_test ≥ 0`` points
+(``n_test=0`` asks for no test set, an empty ``(0, ...)`` split), never more than a class holds. ``None`` takes the
+rest of each class, which must leave at least one point of every class: a split that would silently lose a class
+(or be empty without being asked to) raises a ValueError naming the size to change.
 """
 from __future__ import annotations
 
@@ -55,13 +60,21 @@ def per_class(n: int, n_classes: int) -> np.ndarray:
     return counts
 
 
-def _check_size(n, name):
-    return None if n is None else check_int(n, name, low=1)
+def _check_size(n, name, low=1):
+    return None if n is None else check_int(n, name, low=low)
 
 
 def _shortage(name, n, need, have, cls, extra=""):
     return ValueError(f"{name}={n} asks for {need} points of class {cls!r}, but it has only {have}{extra}; "
                       f"ask for fewer points")
+
+
+def _no_rest(name, n, other, cls, size):
+    """The split ``other`` (None: the rest of each class) would get no point of class ``cls``."""
+    hint = ", or pass n_test=0 for no test set" if other == "n_test" else ""
+    return ValueError(f"{name}={n} takes all {size} points of class {cls!r}, which leaves none for the "
+                      f"{'test' if other == 'n_test' else 'training'} set ({other}=None takes the rest of each "
+                      f"class); ask for fewer points, give {other}{hint}")
 
 
 def draw(targets: np.ndarray, picked: tuple, names: tuple, n_train, n_test, gen,
@@ -72,10 +85,10 @@ def draw(targets: np.ndarray, picked: tuple, names: tuple, n_train, n_test, gen,
     (an official test split) train indices come from ``targets`` and test indices from ``test_targets``;
     ``None`` takes all points of the chosen classes. Without it both come from the same pool, disjoint:
     ``None`` takes the rest of each class after the other split (both ``None``: half of each class, the
-    extra one to training).
+    extra one to training), and must leave at least one point of each class. ``n_test=0``: no test set.
     Returns ``(train_idx, train_pos, test_idx, test_pos)`` with ``*_pos`` the label positions 0..C−1.
     """
-    n_train, n_test = _check_size(n_train, "n_train"), _check_size(n_test, "n_test")
+    n_train, n_test = _check_size(n_train, "n_train"), _check_size(n_test, "n_test", low=0)
     c = len(picked)
     tr, te = [], []
     for k, cls in enumerate(picked):
@@ -103,6 +116,10 @@ def draw(targets: np.ndarray, picked: tuple, names: tuple, n_train, n_test, gen,
         if n_train is not None and n_tr + max(n_te, 0) > size:
             extra = f" ({n_te} of them already go to the test set)" if n_te > 0 else ""
             raise _shortage("n_train", n_train, n_tr, size - max(n_te, 0), names[cls], extra)
+        if n_test is None and n_te == 0:
+            raise _no_rest("n_train", "None" if n_train is None else n_train, "n_test", names[cls], size)
+        if n_train is None and n_tr == 0:
+            raise _no_rest("n_test", n_test, "n_train", names[cls], size)
         te.append(pool[:n_te])
         tr.append(pool[n_te:n_te + n_tr])
     train_pos = np.concatenate([np.full(len(i), k) for k, i in enumerate(tr)])

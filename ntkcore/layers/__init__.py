@@ -28,6 +28,10 @@ Conventions (stated once; book appendix "Closed-form kernels and conventions")
   different sizes.
 * **Trainable layers.** ``trainable=False`` on a Dense or Conv drops its own gradient term from the NTK (Arora et
   al. 2020's fixed layers); the NNGP is unchanged.
+* **Derivatives.** The kernels are differentiable with respect to the inputs and to the variances: inputs that
+  require gradients, or a ``weight_var``/``bias_var`` given as a 0-d tensor that requires them, make the kernel
+  computation run out of place so that autograd follows it (for input gradients, or to fit the variances); without
+  them it runs in place, on preallocated buffers.
 * **Gaussian inputs.** A nonlinear activation must act on Gaussian features (the output of a Dense or Conv, or of
   linear layers after one); :class:`FanInSum` adds the kernels of uncorrelated branches only. Networks that break
   either rule raise a ValueError instead of returning a wrong kernel.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_int, generator
+from .._checks import check_choice, check_int, generator, model_input
 from ..device import resolve
 from . import _entrywise
 from ._state import GRAPH, IMAGE, VECTOR, Layout, Pairs, Shape
@@ -203,6 +203,7 @@ class Serial(Layer):
         cls = GraphNetwork if any(getattr(c, "takes_graph", False) for c in children) else Network
         net = cls(*children)
         net.spec, net.in_shape = self, tuple(in_shape)
+        net.register_forward_pre_hook(_check_network_input)
         last = self.layers[-1]
         if getattr(last, "is_readout", False):
             net.readout_weight_var, net.readout_bias_var = last.weight_var, last.bias_var
@@ -411,6 +412,10 @@ class _FanInSumModule(nn.Module):
         return out
 
 
+def _check_network_input(net: "Network", args: tuple) -> None:
+    net.check_input(args[0] if args else None)
+
+
 class Network(nn.Sequential):
     """The finite network of a :class:`Serial` specification (:meth:`Serial.module`).
 
@@ -418,6 +423,15 @@ class Network(nn.Sequential):
     ``readout`` is that layer, :meth:`features` the readout's input and ``readout_weight_var``,
     ``readout_bias_var`` its variances (what :func:`ntkcore.empirical.nngp` needs).
     """
+
+    def check_input(self, x, name: str = "x") -> None:
+        """A ValueError for an input that is not a batch of ``in_shape`` (for graphs, of any number of nodes) on
+        the parameters' device and dtype. A forward pre-hook, not an overridden ``forward``: the network stays a
+        plain ``nn.Sequential`` chain for the fast path of :func:`ntkcore.empirical.ntk`."""
+        shape = getattr(self, "in_shape", None)
+        if shape is not None and isinstance(self, GraphNetwork):
+            shape = (None, *shape[1:])
+        model_input(x, shape, next(self.parameters(), None), name)
 
     @property
     def readout(self) -> nn.Module:

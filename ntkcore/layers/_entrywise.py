@@ -24,7 +24,14 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from ..activations import Activation, Variances
+from .._checks import all_finite
+from ..activations import Activation, Ops, Variances, needs_grad
+
+
+def number(value) -> float:
+    """A variance (a number, or a 0-d tensor that autograd may follow) as a Python float, for the operations that
+    take numbers only and for the finite networks."""
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 
 def _is_zero(value) -> bool:
@@ -109,16 +116,20 @@ def _ALL(t: torch.Tensor) -> torch.Tensor:  # every entry is a variance (the mar
 
 
 def run(k: torch.Tensor, theta: torch.Tensor | None, units: list[Unit], variances: Callable, *, diag=None,
-        want_ntk: bool = True, buffers=None, keep_moments: bool = False, pool=None):
+        want_ntk: bool = True, buffers=None, keep_moments: bool = False, pool=None, near=None):
     """Run the chain on the covariance ``k`` and tangent kernel ``theta`` of a block of pairs.
 
     ``theta`` None means zero (no trainable layer before). ``variances(k)`` returns ``(v1, v2)``, the
     :class:`~ntkcore.activations.Variances` of the two sides entering the next activation, broadcastable to ``k``;
-    ``diag`` marks the entries whose two sides are the same input (see :mod:`ntkcore.activations`). Intermediates
+    ``diag`` marks the entries whose two sides are the same input, and ``near`` (for the first unit only, when it
+    has an activation) gives the entries whose ``1 − c²`` is known better from the inputs (see
+    :mod:`ntkcore.activations`). Intermediates
     go into ``buffers`` (a list of preallocated tensors shaped like ``k``; ``theta`` may alias ``k``), or come from
     ``pool`` (a :class:`~ntkcore.layers._state.Pool`, which gets back every tensor the chain no longer needs; then
     ``k`` and ``theta`` are owned by the caller and distinct), or are allocated. ``k`` and ``theta`` may be
-    overwritten. With ``keep_moments`` the last unit's ``(e, ė)`` are returned too.
+    overwritten, except when autograd follows them (inputs or variances that require gradients): then every
+    operation allocates its result, so that the kernels can be differentiated. With ``keep_moments`` the last unit's
+    ``(e, ė)`` are returned too.
 
     Returns ``(k, theta)`` or ``(k, theta, (e, ė))``.
     """
@@ -126,41 +137,57 @@ def run(k: torch.Tensor, theta: torch.Tensor | None, units: list[Unit], variance
     for index, (act, a) in enumerate(units):
         last = index == len(units) - 1
         if act is None:
-            k, theta = _affine(k, theta, a, want_ntk, pool)
+            grad = needs_grad(k, theta, a.wv, a.bv, a.gw, a.gb)
+            k, theta = _affine(k, theta, a, want_ntk, None if grad else pool)
             continue
         v1, v2 = variances(k)
-        if pool is not None:
+        grad = needs_grad(k, theta, v1, v2, a.wv, a.bv, a.gw, a.gb)
+        unit_pool = None if grad else pool
+        if grad:
+            free = None
+        elif pool is not None:
             free = [pool.take(k.shape, k) for _ in range(3)]
         else:
             free = None if buffers is None else [b for b in buffers if b is not k and b is not theta]
+        o = Ops(None if grad else ())
+        unit_near = near if index == 0 else None
         if a.fused and not (keep_moments and last):
-            k_new, d, scale = act.step(k, v1, v2, diag, a.wv, a.bv, free)
+            k_new, d, scale = act.step(k, v1, v2, diag, a.wv, a.bv, free, unit_near)
             if theta is not None:  # Θ′ = k′ + wv ė Θ, written over Θ
-                if isinstance(d, torch.Tensor):
-                    torch.addcmul(k_new, d, theta, value=a.wv * scale, out=theta)
+                if isinstance(a.wv, torch.Tensor):  # a variance tensor (value= takes numbers only)
+                    theta = k_new + theta * d * (a.wv * scale)
+                elif isinstance(d, torch.Tensor):
+                    theta = o(torch.addcmul, k_new, d, theta, value=a.wv * scale, into=theta)
                 else:
-                    theta.mul_(a.wv * scale * d).add_(k_new)
+                    theta = o(torch.add, o(torch.mul, theta, a.wv * scale * d, into=theta), k_new, into=theta)
             elif want_ntk:  # the first trained layer: a tensor of its own (k_new may be one of the buffers)
-                theta = _copy(k_new, pool)
+                theta = _copy(k_new, unit_pool)
         else:
-            e, d, scale = act.step(k, v1, v2, diag, 1.0, 0.0, free)
+            e, d, scale = act.step(k, v1, v2, diag, 1.0, 0.0, free, unit_near)
             if theta is not None:  # Θ′ = wv ė Θ + gw e + gb
+                factor = a.wv * scale * (1.0 if isinstance(d, torch.Tensor) else d)
                 if isinstance(d, torch.Tensor):
-                    theta.mul_(d).mul_(a.wv * scale)
-                else:
-                    theta.mul_(a.wv * (scale * d))
-            theta = _add_gradient_term(theta, e, a, want_ntk)
+                    theta = o(torch.mul, theta, d, into=theta)
+                theta = o(torch.mul, theta, factor, into=theta)
+            theta = _add_gradient_term(theta, e, a, want_ntk, o)
             if keep_moments and last:
                 moments = (e, d * scale if isinstance(d, torch.Tensor) else torch.full_like(e, d * scale))
                 k_new = a.wv * e + a.bv if not _is_zero(a.bv) else a.wv * e
             elif a is IDENTITY:  # an activation alone: k′ = e
                 k_new = e
             else:
-                k_new = e.mul_(a.wv) if _is_zero(a.bv) else e.mul_(a.wv).add_(a.bv)
-        if pool is not None:  # back to the pool: the old covariance, ė, and the unused scratch tensors
-            pool.give(k, *[b for b in free if b is not k_new and b is not theta])
+                k_new = o(torch.mul, e, a.wv, into=e)
+                k_new = k_new if _is_zero(a.bv) else o(torch.add, k_new, a.bv, into=k_new)
+        if unit_pool is not None:  # back to the pool: the old covariance, ė, and the unused scratch tensors
+            unit_pool.give(k, *[b for b in free if b is not k_new and b is not theta])
         k = k_new
     return (k, theta, moments) if keep_moments else (k, theta)
+
+
+def tracked(units: list[Unit]) -> bool:
+    """Whether autograd follows a variance of one of the units (a layer's variance given as a tensor that requires
+    gradients): the recursion then runs out of place from its first unit on."""
+    return any(needs_grad(*(a.wv, a.bv, a.gw, a.gb, a.wv1, a.wv2)) for _, a in units)
 
 
 def _copy(t: torch.Tensor, pool) -> torch.Tensor:
@@ -169,21 +196,23 @@ def _copy(t: torch.Tensor, pool) -> torch.Tensor:
 
 def _affine(k, theta, a: Affine, want_ntk: bool, pool):
     """A unit without activation: ``(wv·k + bv, wv·Θ + gw·k + gb)``. Without a pool into new tensors (``theta`` may
-    alias ``k``), with one in place."""
+    alias ``k``, or autograd may follow them), with one in place."""
+    o = Ops(None if pool is None else ())
     if pool is None:
-        theta = _add_gradient_term(None if theta is None else a.wv * theta, k, a, want_ntk)
+        theta = _add_gradient_term(None if theta is None else a.wv * theta, k, a, want_ntk, o)
         return (a.wv * k + a.bv if not _is_zero(a.bv) else a.wv * k), theta
     if theta is not None:
         theta.mul_(a.wv)
-    theta = _add_gradient_term(theta, k, a, want_ntk)
+    theta = _add_gradient_term(theta, k, a, want_ntk, o)
     k.mul_(a.wv)
     if not _is_zero(a.bv):
         k.add_(a.bv)
     return k, theta
 
 
-def _add_gradient_term(theta, e, a: Affine, want_ntk: bool):
-    """``theta + gw·e + gb`` (theta None means zero); None while no layer so far is trainable."""
+def _add_gradient_term(theta, e, a: Affine, want_ntk: bool, o):
+    """``theta + gw·e + gb`` (theta None means zero; in place when ``o`` runs in place); None while no layer so
+    far is trainable."""
     if not want_ntk:
         return None
     if a.fused:
@@ -195,4 +224,92 @@ def _add_gradient_term(theta, e, a: Affine, want_ntk: bool):
     term = grad_w * e
     if not _is_zero(grad_b):
         term = term + grad_b
-    return term if theta is None else theta.add_(term)
+    return term if theta is None else o(torch.add, theta, term, into=theta)
+
+
+def input_sine_squared(xa: torch.Tensor, xb: torch.Tensor, qa: torch.Tensor, qb: torch.Tensor, wv, bv):
+    """``1 − c²`` for the covariance ``k = wv xa·xb + bv`` of pairs of inputs ``xa``, ``xb`` (``(m, d)`` each, pair
+    by pair, already divided by ``√d``) with variances ``qa = wv |xa|² + bv``, ``qb`` (``(m,)``), accurate where
+    ``c`` is near ±1 (:class:`~ntkcore.activations.Near`).
+
+    The determinant of the pair's covariance is a sum of non-negative terms,
+    ``qa qb − k² = wv² |xa|² |xb|² sin²θ + wv bv |xa − xb|²`` (θ the angle between the inputs), and
+    ``sin²θ = w (1 − w/4)`` with ``w = |ua − ub|²`` for the unit vectors ``ua``, ``ub`` (``ub`` turned to the side of
+    ``ua``): differences of nearly equal vectors, with no cancellation left. Each pair costs ``O(d)``.
+    """
+    na, nb = xa.norm(dim=1, keepdim=True), xb.norm(dim=1, keepdim=True)
+    side = torch.where((xa * xb).sum(1, keepdim=True) < 0, -1.0, 1.0).to(xa.dtype)
+    ua = torch.where(na > 0, xa / na.clamp(min=torch.finfo(xa.dtype).tiny), 0.0)
+    ub = torch.where(nb > 0, side * xb / nb.clamp(min=torch.finfo(xb.dtype).tiny), 0.0)
+    w = ((ua - ub) ** 2).sum(1)
+    sin_sq = (w * (1 - w / 4)).clamp(min=0.0)
+    ra, rb = wv * (na[:, 0] ** 2) / qa, wv * (nb[:, 0] ** 2) / qb
+    out = ra * rb * sin_sq
+    if not _is_zero(bv):
+        out = out + (wv * ((xa - xb) ** 2).sum(1) / qa) * (bv / qb)
+    return out
+
+
+def same_inputs(x1: torch.Tensor, x2: torch.Tensor | None = None):
+    """Labels of the examples (rows of ``x1`` and ``x2``, any trailing shape) that are equal as labels exactly when
+    the examples are identical, or None when no entry of the kernel pairs two identical examples.
+
+    Such an entry is the kernel of an input with itself, but the covariance the recursion starts from comes out of
+    a matrix product, and arccos amplifies its rounding: a correlation of 1 − ε is an angle of √(2ε) (the NTK of a
+    ReLU network then loses 8 digits, and the error grows with depth). The tiled kernels set the angle of these
+    entries to exactly 0, as on the diagonal of a symmetric call.
+
+    Returns None, or ``(labels1, labels2)``: int64 tensors ``(n1,)`` and ``(n2,)`` (``labels2 is labels1`` when
+    ``x2`` is None). Cost: one pass of integer arithmetic over the inputs (an exact hash of each row's bits), and an
+    exact comparison of the rows whose hashes collide.
+    """
+    n1 = x1.shape[0]
+    parts = [x.detach().reshape(x.shape[0], -1) for x in (x1, x2) if x is not None]
+    n = sum(p.shape[0] for p in parts)
+    if n < 2 or parts[0].shape[1] == 0:
+        return None
+    _, key_ids, counts = torch.unique(torch.cat([_row_hashes(p) for p in parts]), return_inverse=True,
+                                      return_counts=True)
+    candidates = counts[key_ids] > 1
+    if not candidates.any():
+        return None
+    labels = torch.arange(n, device=x1.device)
+    _, exact = torch.unique(torch.cat(parts)[candidates], dim=0, return_inverse=True)
+    labels[candidates] = n + exact
+    if x2 is None:
+        return (labels, labels) if torch.unique(labels).numel() < n1 else None
+    labels1, labels2 = labels[:n1], labels[n1:]
+    return (labels1, labels2) if torch.isin(labels2, labels1).any() else None
+
+
+def _row_hashes(flat: torch.Tensor) -> torch.Tensor:
+    """An exact hash of each row's bits (``−0`` counted as ``+0``): equal rows get equal hashes. Integer arithmetic
+    wraps around, so it is exact and independent of the order of the sum; rows go in cache-sized chunks."""
+    gen = torch.Generator(device="cpu").manual_seed(0x5EED)
+    weights = torch.randint(-2**62, 2**62, (flat.shape[1],), generator=gen, dtype=torch.int64).to(flat.device) | 1
+    step = max(1, 2**15 // flat.shape[1])
+    keys = []
+    for start in range(0, flat.shape[0], step):
+        rows = flat[start: start + step] + 0.0
+        bits = rows.view(torch.int64) if rows.dtype == torch.float64 else rows.float().view(torch.int32).long()
+        keys.append(bits.mul_(weights).sum(1))
+    return torch.cat(keys)
+
+
+def representable(kernels, dtype: torch.dtype, inputs: Callable[[], str],
+                  arguments: tuple[str, str] = ("x1 (and x2)", "weight_var")):
+    """``kernels`` (tensors or None), after checking that every entry is finite; else a ValueError.
+
+    Finite inputs give a non-finite kernel only where its values, or the variances they are computed from, exceed
+    the largest float of the dtype (the variances grow with the squared norm of the inputs and with ``weight_var``
+    at each layer); inf·0 then spreads NaN. Below that, the kernels are computed over the whole floating-point
+    range (values below the smallest normal float lose relative precision, as any float that small does).
+    ``inputs()`` describes the size of the inputs, and ``arguments`` names the inputs and the weight variance, for
+    the message.
+    """
+    if all(k is None or all_finite(k) for k in kernels):
+        return kernels
+    raise ValueError(f"the kernel is not representable in {dtype}: its entries, or the variances they are "
+                     f"computed from, exceed the largest {dtype} ({torch.finfo(dtype).max:.3g}); {inputs()}. "
+                     f"Rescale {arguments[0]} (the variances grow as their squared norm) or lower {arguments[1]} "
+                     f"(the variances are multiplied by it at each layer)")

@@ -17,6 +17,7 @@ import math
 import torch
 
 from .._checks import as_tensor, check_int, inputs
+from ..activations import NEAR, Near, needs_grad
 from . import _entrywise
 from ._base import branches
 from ._state import GRAPH, IMAGE, VECTOR, Kernels, Layout, Pairs, Pool, Recorder, Replay, Shape, Side
@@ -42,14 +43,35 @@ def parse_get(get):
 class Examples:
     """The examples of one side of a kernel call, and for graphs their adjacency, node mask and node counts."""
 
-    def __init__(self, x, adjacency=None, mask=None):
-        self.x, self.adjacency, self.mask = x, adjacency, mask
+    def __init__(self, x, adjacency=None, mask=None, tracked: bool = False):
+        self.x, self.adjacency, self.mask, self.tracked = x, adjacency, mask, tracked
         if adjacency is not None:
             self.count = mask.sum(1) if mask is not None else x.new_full((x.shape[0],), float(x.shape[1]))
 
     @property
     def n(self) -> int:
         return self.x.shape[0]
+
+    @property
+    def grad(self) -> bool:
+        """Whether autograd follows these examples or the network's variances (``tracked``): then the kernel is
+        computed out of place, differentiably."""
+        return self.tracked or needs_grad(self.x, self.adjacency)
+
+    def per_feature(self, features: int) -> "Examples":
+        """These examples with ``x / √features``, whose inner products are the input covariances ``x·x′/features``
+        without an intermediate that overflows (``x·x′`` can exceed the largest float where ``x·x′/features``
+        does not)."""
+        return Examples(self.x * (1.0 / math.sqrt(features)), self.adjacency, self.mask, self.tracked) \
+            if features else self
+
+    def contents(self) -> torch.Tensor:
+        """Everything that defines each example, one row per example: two examples with equal rows are the same
+        input (for graphs: features, adjacency and node mask)."""
+        if self.adjacency is None:
+            return self.x
+        parts = [self.x, self.adjacency] + ([] if self.mask is None else [self.mask])
+        return torch.cat([p.detach().reshape(self.n, -1).to(self.x.dtype) for p in parts], dim=1)
 
     def lined_up(self, rows: slice, layout: Layout, which):
         """The graph data of ``rows`` lined up for side 1 (``which=1``), side 2 (``which=2``) or the two sides of
@@ -201,22 +223,44 @@ def kernel(net, x1, x2=None, *, get=("nngp", "ntk"), adjacency=None, device=None
     if block_size is not None:
         block_size = check_int(block_size, "block_size", low=1)
     side1, side2, shape = read_inputs(x1, x2, adjacency, device)
+    given = [s.x for s in (side1, side2) if s is not None]
+    for side in (side1, side2):
+        if side is not None:
+            side.tracked = _variances_tracked(net)
+    side1, side2 = (None if s is None else s.per_feature(shape.channels) for s in (side1, side2))
     out = net._out_shape(shape)
     if branches(out) or out.kind != VECTOR:
         described = "several branches" if branches(out) else out.describe()
         raise ValueError(f"the network's output must be one vector per input (end it with Flatten(), "
                          f"GlobalAvgPool() or GlobalSumPool(), and a Dense readout), got {described}")
+    n2 = side1.n if side2 is None else side2.n
+    if not side1.n or not n2:  # no pairs: empty kernels
+        return Kernels(*(side1.x.new_zeros(side1.n, n2) if want else None for want in (want_nngp, want_ntk)))
     if shape.kind == VECTOR and net.entrywise:
-        return entrywise_kernel(side1.x, None if side2 is None else side2.x, net._units(), want_nngp, want_ntk,
-                                block_size, max_memory)
-    return pairs_kernel(net, side1, side2, shape, want_nngp, want_ntk, block_size, max_memory)
+        kernels = entrywise_kernel(side1.x, None if side2 is None else side2.x, net._units(), want_nngp, want_ntk,
+                                   block_size, max_memory, grad=side1.grad or (side2 is not None and side2.grad))
+    else:
+        kernels = pairs_kernel(net, side1, side2, shape, want_nngp, want_ntk, block_size, max_memory)
+    return Kernels(*_entrywise.representable(
+        kernels, given[0].dtype, lambda: f"the inputs' largest entry is {max(_largest(x) for x in given):.3g}"))
+
+
+def _variances_tracked(net) -> bool:
+    """Whether autograd follows a variance of one of the network's layers (given as a tensor that requires
+    gradients; :func:`ntkcore._checks.check_variance`)."""
+    return any(needs_grad(getattr(leaf, "weight_var", None), getattr(leaf, "bias_var", None))
+               for leaf in net._leaves())
+
+
+def _largest(x: torch.Tensor) -> float:
+    return float(x.detach().abs().max()) if x.numel() else 0.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The fast path: entrywise layers on vectors
 # ---------------------------------------------------------------------------------------------------------------
 
-def entrywise_kernel(x1, x2, units, want_nngp, want_ntk, block_size, max_memory) -> Kernels:
+def entrywise_kernel(x1, x2, units, want_nngp, want_ntk, block_size, max_memory, grad: bool = False) -> Kernels:
     """Kernels of a chain of entrywise units on vectors ``x1 (n1, d)``, ``x2 (n2, d)`` or None (``x1``, symmetric).
 
     The first unit's affine map on ``K⁰ = x·x′/d`` is one matrix product per panel of rows; the rest of the chain
@@ -225,10 +269,12 @@ def entrywise_kernel(x1, x2, units, want_nngp, want_ntk, block_size, max_memory)
     output is mirrored, hence exactly symmetric.
     """
     symmetric = x2 is None
+    same = _entrywise.same_inputs(x1, x2)
     xb = x1 if symmetric else x2
     n1, n2 = x1.shape[0], xb.shape[0]
-    d = x1.shape[1]
-    workers = _workers(x1)
+    # autograd follows the inputs or the variances: one worker, every operation out of place
+    grad = grad or needs_grad(x1, xb) or _entrywise.tracked(units)
+    workers = 1 if grad else _workers(x1)
     tile_cols = _TILE_COLS if x1.device.type == "cpu" else max(n2, 1)
     if block_size is None:  # a panel of rows and its tile buffers, per worker, within max_memory
         per_row = (max(n2, 1) + (_N_BUFFERS - 1) * min(tile_cols, max(n2, 1))) * x1.element_size() * workers
@@ -240,7 +286,7 @@ def entrywise_kernel(x1, x2, units, want_nngp, want_ntk, block_size, max_memory)
     init_theta = first is not None and first.trains and want_ntk
 
     def diagonal_variances(x):
-        return _entrywise.marginal_variances((x * x).sum(dim=1).div_(d), units)[0]
+        return _entrywise.marginal_variances((x * x).sum(dim=1), units)[0]
 
     q1 = diagonal_variances(x1)
     q2 = q1 if symmetric else diagonal_variances(xb)
@@ -256,21 +302,28 @@ def entrywise_kernel(x1, x2, units, want_nngp, want_ntk, block_size, max_memory)
             rows = slice(i, min(i + block, n1))
             begin = i if symmetric else 0  # a symmetric call needs the entries right of the diagonal only
             xr = x1[rows]
-            panel = gram[: (rows.stop - rows.start) * (n2 - begin)].view(rows.stop - rows.start, n2 - begin)
             # K¹ = σw² x·x′/d + σb² for the whole panel: one matrix product
-            torch.addmm(torch.full((), bv0, dtype=x1.dtype, device=x1.device), xr, xb[begin:].T,
-                        beta=1.0 if bv0 else 0.0, alpha=wv0 / d, out=panel)
+            if grad:
+                panel = wv0 * (xr @ xb[begin:].T) + bv0
+            else:
+                panel = torch.addmm(torch.full((), _entrywise.number(bv0), dtype=x1.dtype, device=x1.device), xr,
+                                    xb[begin:].T, beta=1.0 if _entrywise.number(bv0) else 0.0,
+                                    alpha=_entrywise.number(wv0),
+                                    out=gram[: (rows.stop - rows.start) * (n2 - begin)].view(rows.stop - rows.start,
+                                                                                               n2 - begin))
             edges = ([i] if symmetric else []) + list(range(rows.stop if symmetric else 0, n2, tile_cols)) + [n2]
             row_vars = [v.map(lambda t: t[rows, None]) for v in q1]
             for j, stop in zip(edges[:-1], edges[1:]):
                 cols = slice(j, stop)
                 k = panel[:, j - begin: stop - begin]
-                buffers = [t[: k.numel()].view(k.shape) for t in tiles]
+                buffers = None if grad else [t[: k.numel()].view(k.shape) for t in tiles]
                 on_diagonal = symmetric and j == i
                 pairs = iter(list(zip(row_vars, [v.map(lambda t: t[None, cols]) for v in q2])))
-                results = _entrywise.run(k, k if init_theta else None, rest, lambda _: next(pairs),
-                                         diag=_tile_diagonal if on_diagonal else None, want_ntk=want_ntk,
-                                         buffers=buffers)
+                diag = _same_in_tile(same, rows, cols, on_diagonal)
+                near = _NearParallel(x1[rows], xb[cols], q1[0].q[rows], q2[0].q[cols], wv0, bv0, diag) \
+                    if rest and rest[0].activation is not None else None
+                results = _entrywise.run(k, k if init_theta else None, rest, lambda _: next(pairs), diag=diag,
+                                         want_ntk=want_ntk, buffers=buffers, near=near)
                 if want_ntk and results[1] is None:
                     results = (results[0], torch.zeros_like(results[0]))
                 for out, res in zip(outputs, results):
@@ -287,8 +340,46 @@ def entrywise_kernel(x1, x2, units, want_nngp, want_ntk, block_size, max_memory)
     return Kernels(*outputs)
 
 
+class _NearParallel:
+    """``near`` of the first activation of a tile (:class:`~ntkcore.activations.Near`): the pairs of inputs
+    whose correlation is within ``NEAR`` of ±1 get ``1 − c²`` from the inputs themselves. One reduction over the
+    tile finds whether there are any (usually not). The pairs of an input with itself (``diag``, whose correlation
+    is exactly 1) are left out."""
+
+    def __init__(self, x_rows, x_cols, q_rows, q_cols, wv, bv, diag):
+        self.x_rows, self.x_cols, self.q_rows, self.q_cols, self.wv, self.bv = x_rows, x_cols, q_rows, q_cols, wv, bv
+        self.diag = diag
+
+    def __call__(self, c: torch.Tensor):
+        low, high = torch.aminmax(c.detach())
+        if float(high) <= 1 - NEAR and float(low) >= NEAR - 1:
+            return None
+        hits = c.detach().abs() > 1 - NEAR
+        if isinstance(self.diag, torch.Tensor):
+            hits &= ~self.diag
+        elif self.diag is not None:
+            self.diag(hits).fill_(False)
+        r, col = hits.nonzero(as_tuple=True)
+        if not r.numel():
+            return None
+        sin_sq = _entrywise.input_sine_squared(self.x_rows[r], self.x_cols[col], self.q_rows[r], self.q_cols[col],
+                                               self.wv, self.bv)
+        keep = sin_sq > 0  # exactly parallel or equal inputs: c is ±1, and diag marks the equal ones
+        return Near((r[keep], col[keep]), sin_sq[keep]) if bool(keep.any()) else None
+
+
 def _tile_diagonal(t: torch.Tensor) -> torch.Tensor:
     return t.diagonal()
+
+
+def _same_in_tile(same, rows: slice, cols: slice, on_diagonal: bool):
+    """The entries of a tile that pair an input with itself (``diag`` of :func:`_entrywise.run`): its diagonal in a
+    symmetric call, and the pairs of identical inputs (``same``, from :func:`_entrywise.same_inputs`)."""
+    if same is not None:
+        mask = same[0][rows, None] == same[1][None, cols]
+        if mask.any():
+            return mask
+    return _tile_diagonal if on_diagonal else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -306,29 +397,27 @@ def _pair_elements(layout: Layout, side1: Examples, side2: Examples) -> int:
 
 
 def input_covariance(xa: torch.Tensor, xb: torch.Tensor | None, layout: Layout, pool: Pool) -> torch.Tensor:
-    """The NNGP of the inputs, the channel mean ``Σ_c x_c x′_c / C``: for pairs (``xb`` given), ``(a, b, *S)``;
-    for the pairs ``(x, x)`` of ``xa`` (``xb`` None), ``(a, *S)``. Full image covariances come from ``pool``."""
+    """The NNGP of the inputs, the channel mean ``Σ_c x_c x′_c / C`` of inputs already divided by ``√C``
+    (:meth:`Examples.per_feature`), so the sum over the channels: for pairs (``xb`` given), ``(a, b, *S)``; for the
+    pairs ``(x, x)`` of ``xa`` (``xb`` None), ``(a, *S)``. Full image covariances come from ``pool``."""
     if layout.kind == VECTOR:
-        c = xa.shape[1]
-        return (xa * xa).sum(1).div_(c) if xb is None else (xa @ xb.T).div_(c)
+        return (xa * xa).sum(1) if xb is None else xa @ xb.T
     if layout.kind == GRAPH:
-        c = xa.shape[2]
-        if xb is None:
-            return (xa @ xa.transpose(1, 2)).div_(c)
-        return torch.einsum("anc,bmc->abnm", xa, xb).div_(c)
+        return xa @ xa.transpose(1, 2) if xb is None else torch.einsum("anc,bmc->abnm", xa, xb)
     a, c, h, w = xa.shape
     if not layout.full:
-        return (xa * xa).sum(1).div_(c) if xb is None else torch.einsum("achw,bchw->abhw", xa, xb).div_(c)
+        return (xa * xa).sum(1) if xb is None else torch.einsum("achw,bchw->abhw", xa, xb)
     fa = xa.reshape(a, c, h * w)
     if xb is None:
-        out = pool.take((a, h * w, h * w), xa)
-        return torch.bmm(fa.transpose(1, 2), fa, out=out).div_(c).view(a, h, w, h, w)
+        return torch.bmm(fa.transpose(1, 2), fa, out=pool.out((a, h * w, h * w), xa)).view(a, h, w, h, w)
     b = xb.shape[0]
     fb = xb.reshape(b, c, h * w)
     gram = torch.mm(fa.transpose(1, 2).reshape(a * h * w, c), fb.permute(1, 0, 2).reshape(c, b * h * w),
-                    out=pool.take((a * h * w, b * h * w), xa))
+                    out=pool.out((a * h * w, b * h * w), xa))
+    if pool.grad:
+        return gram.view(a, h * w, b, h * w).permute(0, 2, 1, 3).reshape(a, b, h, w, h, w)
     out = pool.take((a, b, h, w, h, w), xa)
-    out.view(a, b, h * w, h * w).copy_(gram.view(a, h * w, b, h * w).permute(0, 2, 1, 3)).div_(c)
+    out.view(a, b, h * w, h * w).copy_(gram.view(a, h * w, b, h * w).permute(0, 2, 1, 3))
     pool.give(gram)
     return out
 
@@ -339,7 +428,7 @@ class _Marginal:
 
     def __init__(self, net, side: Examples, layout: Layout, want_ntk: bool, chunk: int):
         nngp, ntk, tapes = [], [], []
-        pool = Pool()
+        pool = Pool(grad=side.grad)
         for start in range(0, side.n, chunk):
             rows = slice(start, min(start + chunk, side.n))
             data = side.lined_up(rows, layout, None)
@@ -361,7 +450,8 @@ def pairs_kernel(net, side1: Examples, side2: Examples | None, shape: Shape, wan
     other = side1 if symmetric else side2
     layout = Layout(shape.kind, full=shape.kind == IMAGE and net.image_pairs)
     x = side1.x
-    workers = _workers(x)
+    grad = side1.grad or other.grad
+    workers = 1 if grad else _workers(x)
     elements = _pair_elements(layout, side1, other)
     budget = max(1, max_memory // workers)
     chunk = max(1, budget // (elements * x.element_size() * _PAIR_BUFFERS))
@@ -378,7 +468,7 @@ def pairs_kernel(net, side1: Examples, side2: Examples | None, shape: Shape, wan
     workers = max(1, min(workers, len(tiles)))
 
     def work(worker: int) -> None:
-        pool = Pool()  # each worker reuses its large tensors from one tile to the next
+        pool = Pool(grad=grad)  # each worker reuses its large tensors from one tile to the next
         for rows, cols in tiles[worker::workers]:
             s1 = side1.lined_up(rows, layout, 1)[0]
             s2 = other.lined_up(cols, layout, 2)[1]
@@ -401,5 +491,11 @@ def pairs_kernel(net, side1: Examples, side2: Examples | None, shape: Shape, wan
         for out, res in zip(outputs, (marginal1.nngp, marginal1.ntk)):
             if out is not None:
                 out.diagonal().copy_(res)
+    same = _entrywise.same_inputs(side1.contents(), None if symmetric else other.contents())
+    if same is not None:  # pairs of identical examples: the kernel of the example with itself, exactly
+        i, j = (same[0][:, None] == same[1][None, :]).nonzero(as_tuple=True)
+        for out, res in zip(outputs, (marginal1.nngp, marginal1.ntk)):
+            if out is not None:
+                out[i, j] = res[i]
     return Kernels(*outputs)
 

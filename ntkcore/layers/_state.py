@@ -159,9 +159,13 @@ class Pool:
     then grows far beyond the memory bound (several GB for a hundred 32×32 images). The transforms of the pairs path
     therefore take their outputs from a pool and give back the inputs they no longer need. A tensor is given back
     once, only when nothing else refers to it; views are never pooled.
+
+    With ``grad=True`` (inputs that require gradients) nothing is reused and :meth:`out` is None: every operation
+    then allocates its result, which autograd needs.
     """
 
-    def __init__(self):
+    def __init__(self, grad: bool = False):
+        self.grad = grad
         self._free: dict = {}
         self._pooled: set = set()
 
@@ -177,8 +181,14 @@ class Pool:
             return flat.view(shape)
         return torch.empty(shape, dtype=like.dtype, device=like.device)
 
+    def out(self, shape, like: torch.Tensor):
+        """A tensor for an operation's ``out=`` argument, or None when autograd follows the computation."""
+        return None if self.grad else self.take(shape, like)
+
     def give(self, *tensors) -> None:
         """Return tensors that are no longer needed (anything that is not a whole contiguous tensor is ignored)."""
+        if self.grad:
+            return
         for t in tensors:
             if not isinstance(t, torch.Tensor) or not t.numel() or not t.is_contiguous() or t.storage_offset() \
                     or t.untyped_storage().nbytes() != t.numel() * t.element_size() or t.data_ptr() in self._pooled:

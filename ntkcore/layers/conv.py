@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_int, check_real
+from .._checks import check_choice, check_int, check_variance
 from ._base import Layer, _require
+from ._entrywise import number
 from ._state import IMAGE, Shape
 from .dense import init_parameters, scales
 
@@ -66,7 +67,7 @@ def shifted_sum(t: torch.Tensor, axes: tuple[int, ...], window: int, stride: int
         return t[tuple(index)]
 
     first = shifted(0)
-    total = torch.mul(first, scale, out=pool.take(first.shape, t))
+    total = torch.mul(first, scale, out=pool.out(first.shape, t))
     for a in range(1, window):
         total.add_(shifted(a), alpha=scale)
     return total
@@ -77,7 +78,7 @@ def same_sum(t: torch.Tensor, axes: tuple[int, ...], window: int, before: int, p
     """``scale · Σ_{a < window} t[..., i + a − before, ...]`` (zero outside) with the same shift on every axis in
     ``axes``, for every position ``i``: the stride-1 "same" box filter without a padded copy, one slice addition
     per shift. The result is a tensor from ``pool``."""
-    total = torch.mul(t, scale, out=pool.take(t.shape, t))
+    total = torch.mul(t, scale, out=pool.out(t.shape, t))
     size = t.shape[axes[0]]
     for shift in range(-before, window - before):
         if shift == 0 or abs(shift) >= size:
@@ -86,7 +87,8 @@ def same_sum(t: torch.Tensor, axes: tuple[int, ...], window: int, before: int, p
         for axis in axes:
             dst[axis] = slice(max(0, -shift), size - max(0, shift))
             src[axis] = slice(max(0, shift), size - max(0, -shift))
-        total[tuple(dst)].add_(t[tuple(src)], alpha=scale)
+        part = total[tuple(dst)]
+        part.add_(t[tuple(src)], alpha=scale)
     return total
 
 
@@ -145,8 +147,8 @@ class Conv(Layer):
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")
         self.padding = check_choice(padding, "padding", PADDINGS)
-        self.weight_var = check_real(weight_var, "weight_var", low=0.0)
-        self.bias_var = check_real(bias_var, "bias_var", low=0.0)
+        self.weight_var = check_variance(weight_var, "weight_var")
+        self.bias_var = check_variance(bias_var, "bias_var")
         if not isinstance(trainable, bool):
             raise ValueError(f"trainable must be True or False, got {trainable!r}")
         self.trainable = trainable
@@ -157,6 +159,9 @@ class Conv(Layer):
 
     def _out_shape(self, shape: Shape) -> Shape:
         _require(shape.kind == IMAGE, self, shape, "images (n, C, H, W)")
+        if any(k > 2 * s + 1 for s, k in zip(shape.spatial, self.kernel_size)):  # such taps see only padding
+            raise ValueError(f"{self!r} needs kernel_size at most 2·size + 1 along each axis of the images, "
+                             f"(H, W) = {shape.spatial}; got kernel_size={self.kernel_size}")
         if self.padding == "valid" and any(s < k for s, k in zip(shape.spatial, self.kernel_size)):
             raise ValueError(f"{self!r} with padding='valid' needs images of at least {self.kernel_size} "
                              f"positions, got (H, W) = {shape.spatial}")
@@ -189,14 +194,21 @@ class Conv(Layer):
             t = result
         return t
 
+    def _scaled_patch_mean(self, t: torch.Tensor, full: bool, pool) -> torch.Tensor:
+        """``weight_var`` times the patch mean of ``t``; a variance tensor followed by autograd multiplies the result
+        (the in-place sums take numbers only)."""
+        if pool.grad and isinstance(self.weight_var, torch.Tensor):
+            return self._patch_mean(t, full, 1.0, pool) * self.weight_var
+        return self._patch_mean(t, full, number(self.weight_var), pool)
+
     def _transform(self, p, full_after):
         full = p.layout.full
-        nngp = self._patch_mean(p.nngp, full, self.weight_var, p.pool)
-        if self.bias_var:
-            nngp.add_(self.bias_var)
+        nngp = self._scaled_patch_mean(p.nngp, full, p.pool)
+        if number(self.bias_var):
+            nngp = nngp + self.bias_var if p.pool.grad else nngp.add_(number(self.bias_var))
         ntk = None
         if p.want_ntk:
-            ntk = None if p.ntk is None else self._patch_mean(p.ntk, full, self.weight_var, p.pool)
+            ntk = None if p.ntk is None else self._scaled_patch_mean(p.ntk, full, p.pool)
             if self.trainable:
                 ntk = p.take(nngp.shape).copy_(nngp) if ntk is None else ntk.add_(nngp)
         p.pool.give(p.nngp, p.ntk)
@@ -206,12 +218,12 @@ class Conv(Layer):
         fan_in = shape.channels * self.kernel_size[0] * self.kernel_size[1]
         w_std, b_std, w_scale, b_scale = scales(self.weight_var, self.bias_var, fan_in, parameterization)
         conv = torch.nn.utils.skip_init(ScaledConv2d, shape.channels, self.out_channels, self.kernel_size,
-                                        stride=self.stride, padding=self.padding, bias=self.bias_var > 0,
+                                        stride=self.stride, padding=self.padding, bias=number(self.bias_var) > 0,
                                         weight_scale=w_scale, bias_scale=b_scale, device=device, dtype=dtype)
         return init_parameters(conv, w_std=w_std, b_std=b_std, gen=gen, trainable=self.trainable)
 
     def __repr__(self):
         extra = "" if self.trainable else ", trainable=False"
         return (f"Conv({self.out_channels}, {self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
-                f"weight_var={self.weight_var:g}, bias_var={self.bias_var:g}{extra})")
+                f"weight_var={number(self.weight_var):g}, bias_var={number(self.bias_var):g}{extra})")
 

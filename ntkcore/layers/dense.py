@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import activations
-from .._checks import check_int, check_real
+from .._checks import check_int, check_real, check_variance
 from ._base import Layer, _require
-from ._entrywise import IDENTITY, Affine, Unit
+from ._entrywise import IDENTITY, Affine, Unit, number
 from ._state import GRAPH, VECTOR, Shape
 
 
@@ -62,7 +62,9 @@ def init_parameters(module: nn.Module, *, w_std: float, b_std: float | None, gen
 
 def scales(weight_var: float, bias_var: float, fan_in: int, parameterization: str):
     """``(w_std, b_std, weight_scale, bias_scale)`` of a layer with fan-in ``fan_in``: NTK parameterization puts
-    ``σw/√fan_in`` and ``σb`` in the forward pass and draws N(0, 1); standard draws the variances."""
+    ``σw/√fan_in`` and ``σb`` in the forward pass and draws N(0, 1); standard draws the variances. (Variances given as
+    tensors enter the finite network as numbers: only the kernels follow them with autograd.)"""
+    weight_var, bias_var = number(weight_var), number(bias_var)
     if parameterization == "ntk":
         return 1.0, 1.0, math.sqrt(weight_var / fan_in), math.sqrt(bias_var)
     return math.sqrt(weight_var / fan_in), math.sqrt(bias_var), 1.0, 1.0
@@ -72,7 +74,7 @@ def dense_module(fan_in: int, fan_out: int, *, weight_var: float, bias_var: floa
                  device, dtype, trainable: bool = True) -> ScaledLinear:
     """One dense layer (no bias when ``bias_var == 0``), parameters drawn from ``gen`` (weight, then bias)."""
     w_std, b_std, w_scale, b_scale = scales(weight_var, bias_var, fan_in, parameterization)
-    layer = torch.nn.utils.skip_init(ScaledLinear, fan_in, fan_out, bias=bias_var > 0, weight_scale=w_scale,
+    layer = torch.nn.utils.skip_init(ScaledLinear, fan_in, fan_out, bias=number(bias_var) > 0, weight_scale=w_scale,
                                      bias_scale=b_scale, device=device, dtype=dtype)
     return init_parameters(layer, w_std=w_std, b_std=b_std, gen=gen, trainable=trainable)
 
@@ -88,7 +90,9 @@ class Dense(Layer):
     Parameters
     ----------
     out_features : width of the finite layer (the kernel does not depend on it).
-    weight_var, bias_var : σw² ≥ 0 and σb² ≥ 0. The finite layer has no bias when ``bias_var == 0``.
+    weight_var, bias_var : σw² ≥ 0 and σb² ≥ 0, numbers, or 0-d tensors that require gradients to differentiate the
+        kernels with respect to them (:func:`ntkcore._checks.check_variance`). The finite layer has no bias when
+        ``bias_var == 0``.
     trainable : False freezes the layer: its gradient term ``K′`` is dropped from the NTK (the NNGP is unchanged),
         and the finite layer's parameters have ``requires_grad=False``.
     """
@@ -98,8 +102,8 @@ class Dense(Layer):
 
     def __init__(self, out_features: int, *, weight_var: float = 1.0, bias_var: float = 0.0, trainable: bool = True):
         self.out_features = check_int(out_features, "out_features", low=1)
-        self.weight_var = check_real(weight_var, "weight_var", low=0.0)
-        self.bias_var = check_real(bias_var, "bias_var", low=0.0)
+        self.weight_var = check_variance(weight_var, "weight_var")
+        self.bias_var = check_variance(bias_var, "bias_var")
         if not isinstance(trainable, bool):
             raise ValueError(f"trainable must be True or False, got {trainable!r}")
         self.trainable = trainable
@@ -120,7 +124,8 @@ class Dense(Layer):
 
     def __repr__(self):
         extra = "" if self.trainable else ", trainable=False"
-        return f"Dense({self.out_features}, weight_var={self.weight_var:g}, bias_var={self.bias_var:g}{extra})"
+        variances = f"weight_var={number(self.weight_var):g}, bias_var={number(self.bias_var):g}"
+        return f"Dense({self.out_features}, {variances}{extra})"
 
 
 class Elementwise(Layer):
