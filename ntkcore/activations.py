@@ -216,14 +216,16 @@ def needs_grad(*tensors) -> bool:
 # Closed-form steps
 # ---------------------------------------------------------------------------------------------------------------
 
-def _nonzero(b) -> bool:
-    return isinstance(b, torch.Tensor) or b != 0
+def is_zero(value) -> bool:
+    """Whether ``value`` is the number 0 (a tensor never counts as zero: its value may change, or carry a gradient).
+    Terms known to be zero are skipped."""
+    return not isinstance(value, torch.Tensor) and value == 0
 
 
 def _affine(o: Ops, e, wv, bv):
     """``wv · e + bv``, over ``e``."""
     e = o(torch.mul, e, wv, into=e)
-    return o(torch.add, e, bv, into=e) if _nonzero(bv) else e
+    return o(torch.add, e, bv, into=e) if not is_zero(bv) else e
 
 
 def _relu_step(k, v1, v2, diag, wv, bv, free=None, near=None):
@@ -251,7 +253,7 @@ def _relu_step(k, v1, v2, diag, wv, bv, free=None, near=None):
             pi_minus_theta[fix.where] = torch.atan2(sin[fix.where], nc[fix.where])
     out = o(torch.addcmul, sin, pi_minus_theta, nc, value=-1.0, into=sin)
     out = o(torch.mul, o(torch.mul, out, v1.sqrt * (wv / (2 * math.pi)), into=out), v2.sqrt, into=out)
-    return (o(torch.add, out, bv, into=out) if _nonzero(bv) else out), pi_minus_theta, 1.0 / (2 * math.pi)
+    return (o(torch.add, out, bv, into=out) if not is_zero(bv) else out), pi_minus_theta, 1.0 / (2 * math.pi)
 
 
 _ERF_SHORT_FORM_MAX_VARIANCE = 64.0
@@ -312,7 +314,7 @@ def _erf_long_form(o: Ops, k, v1, v2, diag, near):
 def _identity_step(k, v1, v2, diag, wv, bv, free=None, near=None):
     o = Ops(free)
     out = o(torch.mul, k, wv, into=o.buffer(0))
-    return (o(torch.add, out, bv, into=out) if _nonzero(bv) else out), 1.0, 1.0
+    return (o(torch.add, out, bv, into=out) if not is_zero(bv) else out), 1.0, 1.0
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -25,17 +25,13 @@ from typing import Callable, NamedTuple
 import torch
 
 from .._checks import all_finite
-from ..activations import Activation, Ops, Variances, needs_grad
+from ..activations import Activation, Ops, Variances, is_zero, needs_grad
 
 
 def number(value) -> float:
     """A variance (a number, or a 0-d tensor that autograd may follow) as a Python float, for the operations that
     take numbers only and for the finite networks."""
     return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
-
-
-def _is_zero(value) -> bool:
-    return not isinstance(value, torch.Tensor) and value == 0
 
 
 class Affine(NamedTuple):
@@ -68,7 +64,7 @@ class Affine(NamedTuple):
 
     @property
     def trains(self) -> bool:
-        return self.fused or not (_is_zero(self.gw) and _is_zero(self.gb))
+        return self.fused or not (is_zero(self.gw) and is_zero(self.gb))
 
 
 IDENTITY = Affine(1.0)
@@ -172,12 +168,12 @@ def run(k: torch.Tensor, theta: torch.Tensor | None, units: list[Unit], variance
             theta = _add_gradient_term(theta, e, a, want_ntk, o)
             if keep_moments and last:
                 moments = (e, d * scale if isinstance(d, torch.Tensor) else torch.full_like(e, d * scale))
-                k_new = a.wv * e + a.bv if not _is_zero(a.bv) else a.wv * e
+                k_new = a.wv * e + a.bv if not is_zero(a.bv) else a.wv * e
             elif a is IDENTITY:  # an activation alone: k′ = e
                 k_new = e
             else:
                 k_new = o(torch.mul, e, a.wv, into=e)
-                k_new = k_new if _is_zero(a.bv) else o(torch.add, k_new, a.bv, into=k_new)
+                k_new = k_new if is_zero(a.bv) else o(torch.add, k_new, a.bv, into=k_new)
         if unit_pool is not None:  # back to the pool: the old covariance, ė, and the unused scratch tensors
             unit_pool.give(k, *[b for b in free if b is not k_new and b is not theta])
         k = k_new
@@ -200,12 +196,12 @@ def _affine(k, theta, a: Affine, want_ntk: bool, pool):
     o = Ops(None if pool is None else ())
     if pool is None:
         theta = _add_gradient_term(None if theta is None else a.wv * theta, k, a, want_ntk, o)
-        return (a.wv * k + a.bv if not _is_zero(a.bv) else a.wv * k), theta
+        return (a.wv * k + a.bv if not is_zero(a.bv) else a.wv * k), theta
     if theta is not None:
         theta.mul_(a.wv)
     theta = _add_gradient_term(theta, k, a, want_ntk, o)
     k.mul_(a.wv)
-    if not _is_zero(a.bv):
+    if not is_zero(a.bv):
         k.add_(a.bv)
     return k, theta
 
@@ -219,10 +215,10 @@ def _add_gradient_term(theta, e, a: Affine, want_ntk: bool, o):
         grad_w, grad_b = a.wv, a.bv
     else:
         grad_w, grad_b = a.gw, a.gb
-    if _is_zero(grad_w) and _is_zero(grad_b):
+    if is_zero(grad_w) and is_zero(grad_b):
         return theta
     term = grad_w * e
-    if not _is_zero(grad_b):
+    if not is_zero(grad_b):
         term = term + grad_b
     return term if theta is None else o(torch.add, theta, term, into=theta)
 
@@ -245,7 +241,7 @@ def input_sine_squared(xa: torch.Tensor, xb: torch.Tensor, qa: torch.Tensor, qb:
     sin_sq = (w * (1 - w / 4)).clamp(min=0.0)
     ra, rb = wv * (na[:, 0] ** 2) / qa, wv * (nb[:, 0] ** 2) / qb
     out = ra * rb * sin_sq
-    if not _is_zero(bv):
+    if not is_zero(bv):
         out = out + (wv * ((xa - xb) ** 2).sum(1) / qa) * (bv / qb)
     return out
 
