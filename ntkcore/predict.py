@@ -135,11 +135,12 @@ def _eigh_psd(k: torch.Tensor, name: str):
     its direction neither moves nor contributes (:func:`gradient_flow`).
     """
     lam, vec = torch.linalg.eigh(k)
-    top = lam.abs().max().clamp_min(torch.finfo(k.dtype).tiny) if lam.numel() else torch.ones((), dtype=k.dtype)
-    tol = torch.finfo(k.dtype).eps ** 0.5 * top
-    if lam.numel() and float(lam[0]) < -tol:
-        raise ValueError(f"{name} is not positive semidefinite (smallest eigenvalue {float(lam[0]):.3g}, largest "
-                         f"{float(lam[-1]):.3g}); gradient flow on it diverges")
+    values = lam.detach()  # the thresholds are constants, also when autograd follows the kernel
+    top = float(values.abs().max()) if lam.numel() else 1.0
+    top = max(top, torch.finfo(k.dtype).tiny)
+    if lam.numel() and float(values[0]) < -torch.finfo(k.dtype).eps ** 0.5 * top:
+        raise ValueError(f"{name} is not positive semidefinite (smallest eigenvalue {float(values[0]):.3g}, largest "
+                         f"{float(values[-1]):.3g}); gradient flow on it diverges")
     noise = max(k.shape[0], 1) * torch.finfo(k.dtype).eps * top
     return torch.where(lam <= noise, torch.zeros_like(lam), lam), vec
 
@@ -308,10 +309,10 @@ def _test_test(k_test_test, n_test: int, like: torch.Tensor) -> torch.Tensor:
     if kss.ndim == 2:
         kss = square(kss, "k_test_test", symmetric=True)
     prior = _prior_variances(kss)
-    if prior.numel() and float(prior.min()) < 0:
+    if prior.numel() and float(prior.detach().min()) < 0:
         i = int(prior.argmin())
-        raise ValueError(f"k_test_test must hold variances k(x, x) >= 0 (on its diagonal), got {float(prior[i]):.3g} "
-                         f"for test input {i}")
+        raise ValueError(f"k_test_test must hold variances k(x, x) >= 0 (on its diagonal), got "
+                         f"{float(prior.detach()[i]):.3g} for test input {i}")
     return kss
 
 
@@ -320,12 +321,12 @@ def _check_variances(var: torch.Tensor, prior: torch.Tensor, explained: torch.Te
     place, on the diagonal of the covariance)."""
     if not var.numel():
         return
-    tol = torch.finfo(var.dtype).eps ** 0.5 * (prior + explained)
-    bad = var < -tol
+    v, p, e = var.detach(), prior.detach(), explained.detach()
+    bad = v < -torch.finfo(var.dtype).eps ** 0.5 * (p + e)
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"the posterior variance of test input {i} is {float(var[i]):.3g} < 0: k_test_test "
-                         f"({float(prior[i]):.3g} there) is smaller than what the training data explain "
-                         f"({float(explained[i]):.3g}); k_test_test, k_test_train and k_train_train must come from one "
+        raise ValueError(f"the posterior variance of test input {i} is {float(v[i]):.3g} < 0: k_test_test "
+                         f"({float(p[i]):.3g} there) is smaller than what the training data explain "
+                         f"({float(e[i]):.3g}); k_test_test, k_test_train and k_train_train must come from one "
                          f"positive semidefinite kernel")
     var.clamp_(min=0.0)

@@ -226,6 +226,14 @@ def test_conv_graph_and_two_time_kernels_are_differentiable_in_the_inputs():
                                                     sigma_sq=1.0, T=0.3).ndk, (x,))
 
 
+@pytest.mark.filterwarnings("error")  # no "converting a tensor that requires grad to a scalar" on the way
+def test_limit_predictors_are_differentiable_in_the_training_inputs():
+    x, x_test = _leaf(4, 3, seed=4), torch.randn(2, 3, dtype=torch.float64, generator=_gen(5))
+    y = torch.tensor([1.0, -1.0, 0.5, 0.0], dtype=torch.float64)
+    assert gradcheck(lambda a: ndk.ntk_limit(a, y, x_test, [0.5, 2.0], L=2, activation="erf", sigma0_sq=1.5), (x,))
+    assert gradcheck(lambda a: ndk.nngp_limit(a, y, x_test, L=2, activation="relu", sigma_sq=1.5, T=0.3), (x,))
+
+
 def _variances(wv=1.7, bv=0.3):
     return (torch.tensor(wv, dtype=torch.float64, requires_grad=True),
             torch.tensor(bv, dtype=torch.float64, requires_grad=True))
