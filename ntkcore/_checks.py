@@ -19,7 +19,9 @@ One policy holds for every public function of :mod:`ntkcore`:
    bool, integer or floating dtype. Strings and bytes (numeric strings such as ``"1"`` too), complex numbers,
    object arrays and None raise a ValueError naming the argument (``x must be an array of real numbers ...``);
    nothing is parsed or cast to real with a warning. Hyper-parameters are Python real numbers (:func:`check_real`,
-   :func:`check_int`): bool and str are rejected, numpy scalars of real dtype are accepted.
+   :func:`check_int`): bool and str are rejected, numpy scalars of real dtype are accepted. The variances of the
+   kernels (a layer's ``weight_var``, ``bias_var``; the NDK's ``sigma0_sq``, ``sigma_sq``) may also be 0-d floating
+   tensors, so that the kernels can be differentiated with respect to them (:func:`check_variance`).
 2. **One reference per call.** Each function has a reference array: its first array argument (``x1``, the kernel
    matrix, the training inputs) or, for functions of a model, the model's parameters. The reference keeps a
    tensor's device and floating dtype; numpy input, lists and integer or bool tensors become float64 on the
@@ -339,18 +341,19 @@ def check_real(value, name: str, *, low=None, high=None, low_open=False, high_op
     return v
 
 
-def check_variance(value, name: str):
-    """A variance ``≥ 0`` of a layer: a real number (:func:`check_real`) or a 0-d floating tensor, kept as it is so
-    that autograd follows it (the kernels are then differentiable with respect to it, e.g. to fit ``weight_var`` by
-    maximizing a marginal likelihood). Like a number, such a tensor takes the dtype and device of the kernel."""
+def check_variance(value, name: str, *, positive: bool = False):
+    """A variance ``≥ 0`` (``> 0`` with ``positive``): a real number (:func:`check_real`) or a 0-d floating tensor,
+    kept as it is so that autograd follows it (the kernels are then differentiable with respect to it, e.g. to fit
+    ``weight_var`` by maximizing a marginal likelihood). Like a number, such a tensor takes the dtype and device of
+    the kernel."""
     if not isinstance(value, torch.Tensor):
-        return check_real(value, name, low=0.0)
+        return check_real(value, name, low=0.0, low_open=positive)
     if value.ndim != 0 or value.dtype not in _FLOATING_DTYPES:
-        raise ValueError(f"{name} must be a finite real number >= 0 or a 0-d floating tensor, got a tensor of shape "
-                         f"{tuple(value.shape)} and dtype {value.dtype}")
+        raise ValueError(f"{name} must be a finite real number {'> 0' if positive else '>= 0'} or a 0-d floating "
+                         f"tensor, got a tensor of shape {tuple(value.shape)} and dtype {value.dtype}")
     v = float(value.detach())
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {v!r}")
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {v!r}")
     return value
 
 

@@ -16,6 +16,8 @@ Conventions of this module
 * ``K^L`` is the two-time NNGP kernel of the last hidden layer (without the readout variance), ``K̇^L`` the
   two-time kernel of ``φ′`` in the last hidden layer, ``K^{d,L}`` the NDK.
 * Theory runs in float64 on the device of ``x1`` (or ``device=``); clamping comes before ``arccos``/``arcsin``.
+* The kernels are differentiable with respect to the inputs and to ``sigma0_sq``, ``sigma_sq`` (given as 0-d
+  tensors); :func:`mean_predictor` is not (its Volterra solver runs in numpy) and says so.
 * Labels ``y`` are ``(P,)`` for one output or ``(P, M)`` for M outputs (one readout per output, NDK paper Eqs.
   14-15 for each): the kernels do not depend on the labels, so the predictors of M outputs are the column-wise
   predictors, computed from one set of kernel evaluations; their outputs carry a trailing axis M.
@@ -31,10 +33,10 @@ from typing import NamedTuple
 import torch
 
 from . import _volterra, activations, predict
-from ._checks import (as_tensor, check_bool, check_depth, check_int, check_real, finite_result, inputs, labels,
-                      times as check_times)
+from ._checks import (as_tensor, check_bool, check_depth, check_int, check_real, check_variance, finite_result, inputs,
+                      labels, times as check_times)
 from .activations import needs_grad
-from .layers._entrywise import Affine, Unit, marginal_variances, representable, run, same_inputs
+from .layers._entrywise import Affine, Unit, marginal_variances, number, representable, run, same_inputs
 
 ACTIVATIONS = activations.CLOSED_FORM_NAMES
 
@@ -89,8 +91,8 @@ class MeanPredictor(NamedTuple):
 _HYPER_CHECKS = {
     "L": lambda v: check_depth(v, "L", low=1),
     "activation": lambda v: activations.get(v, closed_form=True),
-    "sigma0_sq": lambda v: check_real(v, "sigma0_sq", low=0.0, low_open=True),
-    "sigma_sq": lambda v: check_real(v, "sigma_sq", low=0.0, low_open=True),
+    "sigma0_sq": lambda v: check_variance(v, "sigma0_sq", positive=True),
+    "sigma_sq": lambda v: check_variance(v, "sigma_sq", positive=True),
     "T": lambda v: check_real(v, "T", low=0.0),
 }
 
@@ -228,7 +230,8 @@ def two_time_kernels(x1, x2=None, t1=0.0, t2=None, *, L, activation, sigma0_sq, 
 
     Parameters: ``x1 (n1, N0)``, ``x2 (n2, N0)`` (None: ``x1``); ``t1 (G1,)``, ``t2 (G2,)`` times ≥ 0 (None: ``t1``);
     ``L ≥ 1`` hidden layers; ``activation`` in ``'relu', 'erf', 'identity'``; ``sigma0_sq`` the initial weight
-    variance σ0², ``sigma_sq`` the prior (equilibrium) variance σ², ``T ≥ 0`` the temperature.
+    variance σ0², ``sigma_sq`` the prior (equilibrium) variance σ² (numbers > 0, or 0-d tensors: the kernels are
+    differentiable with respect to them, as to the inputs), ``T ≥ 0`` the temperature.
     Returns :class:`TwoTimeKernels` of float64 tensors, each ``(G1, G2, n1, n2)``.
     """
     L, activation, sigma0_sq, sigma_sq, T = check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq,
@@ -256,7 +259,7 @@ def _one_time(x1, x2, variance, L, activation, device):
     symmetric = x2 is None
     x1, x2 = _inputs(x1, x2, device)
     q0, q01, q02 = _overlaps(x1, x2)
-    v = torch.full((1,), float(variance), dtype=x1.dtype, device=x1.device)
+    v = variance * torch.ones(1, dtype=x1.dtype, device=x1.device)
     diag = _same_input_and_time(x1, x2, torch.ones(1, dtype=torch.bool, device=x1.device), symmetric)
     kernels = _recursion(q0, q01, q02, v, v, v, torch.ones_like(v), L, activation, diag)
     return TwoTimeKernels(*(k[0] for k in kernels))
@@ -295,7 +298,7 @@ def stationary_kernels(x1, x2=None, tau=0.0, *, L, activation, sigma_sq, T, devi
     tau = check_times(tau, "tau", like=x1)
     q0, q01, q02 = _overlaps(x1, x2)
     e = torch.exp(-(T / sigma_sq) * tau)
-    s = torch.full_like(tau, sigma_sq)
+    s = sigma_sq * torch.ones_like(tau)
     diag = _same_input_and_time(x1, x2, tau == 0, symmetric)
     return _recursion(q0, q01, q02, s, s, sigma_sq * e, e, L, activation, diag)
 
@@ -441,6 +444,7 @@ def default_time_grid(x_train, t_max, *, L, activation, sigma0_sq, sigma_sq, T, 
     """
     L, activation, sigma0_sq, sigma_sq, T = check_hyper(L=L, activation=activation, sigma0_sq=sigma0_sq,
                                                         sigma_sq=sigma_sq, T=T)
+    sigma0_sq, sigma_sq = number(sigma0_sq), number(sigma_sq)  # a grid of numbers (no gradient through it)
     t_max = check_real(t_max, "t_max", low=0.0, low_open=True)
     resolution = check_real(resolution, "resolution", low=0.0, low_open=True)
     lam = float(torch.linalg.eigvalsh(ntk0(x_train, L=L, activation=activation, sigma0_sq=sigma0_sq,
@@ -451,7 +455,12 @@ def default_time_grid(x_train, t_max, *, L, activation, sigma0_sq, sigma_sq, T, 
         raise ValueError(f"the first time step min(0.1/λ_max(K_NTK), 0.1 sigma_sq/T, t_max/20)/resolution "
                          f"underflows to 0 (t_max={t_max!r}, sigma_sq={sigma_sq!r}, T={T!r}, sigma0_sq={sigma0_sq!r}, "
                          f"resolution={resolution!r}): the time scales are beyond float64")
-    return time_grid(t_max, h_first=h_first, h_max=h_max, growth=1 + 0.15 / resolution)
+    try:
+        return time_grid(t_max, h_first=h_first, h_max=h_max, growth=1 + 0.15 / resolution)
+    except ValueError as err:  # name the arguments the steps come from
+        raise ValueError(f"{err}. Here h_first = min(0.1/λ_max(K_NTK), h_max) and h_max = min(0.1 sigma_sq/T, "
+                         f"t_max/20)/resolution, with sigma0_sq={sigma0_sq!r}, sigma_sq={sigma_sq!r}, T={T!r}, "
+                         f"resolution={resolution!r}") from None
 
 
 def mean_predictor(x_train, y, x_test, t_max=None, *, L, activation, sigma0_sq, sigma_sq, T, times=None,
@@ -497,9 +506,10 @@ def mean_predictor(x_train, y, x_test, t_max=None, *, L, activation, sigma0_sq, 
     truncate = check_bool(truncate, "truncate")
     x_train, x_test = _inputs(x_train, x_test, device, names=("x_train", "x_test"))
     y = _labels(y, x_train)
-    if needs_grad(x_train, x_test, y):
+    if needs_grad(x_train, x_test, y, sigma0_sq, sigma_sq):
         raise ValueError("mean_predictor is not differentiable (its Volterra solver runs in numpy): pass x_train, "
-                         "x_test and y without gradients (.detach())")
+                         "x_test, y, sigma0_sq and sigma_sq without gradients (.detach())")
+    sigma0_sq, sigma_sq = number(sigma0_sq), number(sigma_sq)
     if times is None:
         if t_max is None:
             raise ValueError("give t_max (the horizon) or times (a grid starting at 0)")

@@ -270,6 +270,25 @@ def test_conv_and_graph_kernels_are_differentiable_in_the_variances():
     assert gradcheck(graph, (wv,))
 
 
+@pytest.mark.filterwarnings("error")
+def test_two_time_kernels_are_differentiable_in_the_variances():
+    x = torch.randn(4, 3, dtype=torch.float64, generator=_gen(6))
+    t = torch.tensor([0.0, 0.7], dtype=torch.float64)
+    s0, s = _variances(1.5, 0.8)
+    assert gradcheck(lambda a, b: ndk.two_time_kernels(x, None, t, L=2, activation="erf", sigma0_sq=a, sigma_sq=b,
+                                                       T=0.3).ndk, (s0, s))
+    assert gradcheck(lambda b: ndk.nngp_limit(x, torch.ones(4, dtype=torch.float64), x[:2], L=2, activation="relu",
+                                              sigma_sq=b, T=0.3), (s,))
+    plain = ndk.two_time_kernels(x, None, t, L=2, activation="erf", sigma0_sq=1.5, sigma_sq=0.8, T=0.3).ndk
+    traced = ndk.two_time_kernels(x, None, t, L=2, activation="erf", sigma0_sq=s0, sigma_sq=s, T=0.3).ndk
+    assert torch.allclose(traced.detach(), plain, rtol=1e-14, atol=0)
+    with pytest.raises(ValueError, match="mean_predictor is not differentiable"):
+        ndk.mean_predictor(x, torch.ones(4, dtype=torch.float64), x, 1.0, L=1, activation="relu", sigma0_sq=s0,
+                           sigma_sq=1.0, T=0.5)
+    with pytest.raises(ValueError, match="sigma_sq must be finite and > 0"):
+        ndk.k_gp(x, L=2, activation="relu", sigma_sq=torch.tensor(0.0))
+
+
 @pytest.mark.parametrize("bad", [torch.tensor([1.0]), torch.tensor(-1.0), torch.tensor(math.nan), torch.tensor(2)])
 def test_a_variance_tensor_is_checked_like_a_number(bad):
     with pytest.raises(ValueError, match="weight_var"):

@@ -293,7 +293,7 @@ def _row_hashes(flat: torch.Tensor) -> torch.Tensor:
 
 
 def representable(kernels, dtype: torch.dtype, inputs: Callable[[], str],
-                  arguments: tuple[str, str] = ("x1 (and x2)", "weight_var")):
+                  arguments: tuple[str, str] = ("x1 (and x2)", "weight_var or bias_var")):
     """``kernels`` (tensors or None), after checking that every entry is finite; else a ValueError.
 
     Finite inputs give a non-finite kernel only where its values, or the variances they are computed from, exceed
@@ -308,4 +308,4 @@ def representable(kernels, dtype: torch.dtype, inputs: Callable[[], str],
     raise ValueError(f"the kernel is not representable in {dtype}: its entries, or the variances they are "
                      f"computed from, exceed the largest {dtype} ({torch.finfo(dtype).max:.3g}); {inputs()}. "
                      f"Rescale {arguments[0]} (the variances grow as their squared norm) or lower {arguments[1]} "
-                     f"(the variances are multiplied by it at each layer)")
+                     f"(the variances grow with them at each layer)")
