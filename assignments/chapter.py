@@ -1,0 +1,223 @@
+"""A chapter's exercises, read from its MyST source, and the ways the chapter breaks the authoring convention.
+
+The convention is stated in the package docstring and in the book's appendix "Guide for instructors". Cells are
+read with jupytext, the same way the book and the nbval run read them; directives are recognised by their fences
+(three or more backticks or colons), so a chapter is read exactly as Jupyter Book reads it.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jupytext
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# Roles of code cells, given as tags. A cell carries at most one of them.
+ROLES = ("setup", "answer", "solution", "check", "hidden-check")
+# Pages of the book that are not chapters with exercises: the preface and the back matter.
+NOT_CHAPTERS = {"intro", "bibliography"}
+MIN_EXERCISES, MIN_CODING = 3, 2
+
+_DIRECTIVE = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:-]+)\}\s*(?P<arg>.*?)\s*$")
+_OPTION = re.compile(r"^:(?P<key>[\w-]+):\s*(?P<value>.*?)\s*$")
+_TARGET = re.compile(r"^\((?P<label>[\w:.-]+)\)=\s*$")
+_HEADING = re.compile(r"^#+\s+(?P<title>.+?)\s*$")
+
+
+@dataclass
+class CodingExercise:
+    """One auto-graded exercise: its prompt (Markdown) and the sources of its four kinds of cells."""
+
+    label: str
+    title: str
+    prompt: str = ""
+    answer: list[str] = field(default_factory=list)
+    solution: list[str] = field(default_factory=list)
+    check: list[str] = field(default_factory=list)
+    hidden: list[str] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)       # the roles in the order the cells appear
+
+
+@dataclass
+class Chapter:
+    """A chapter's setup cells, its exercises (labels and titles) and its coding exercises, in order."""
+
+    name: str
+    path: Path
+    setup: list[str]
+    exercises: dict[str, str]                 # label -> title, every exercise (coding or not)
+    coding: list[CodingExercise]
+    targets: dict[str, str]                   # every label in the chapter -> how to name it in plain Markdown
+    problems: list[str]                       # breaches of the cell convention (see shortfalls for counts)
+
+
+def chapters(root: Path = ROOT) -> list[Path]:
+    """The chapters with exercises: every page of the table of contents except the preface and back matter."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [entry["file"] for part in toc.get("parts", []) for entry in part.get("chapters", [])]
+    paths = [root / (name if name.endswith(".md") else name + ".md") for name in files]
+    return [p for p in paths if p.stem not in NOT_CHAPTERS]
+
+
+def _roles(cell) -> list[str]:
+    return [t for t in cell.metadata.get("tags", []) if t in ROLES]
+
+
+def _directive_blocks(lines: list[str]):
+    """Yield (name, argument, options, index after the header) for every directive opening among `lines`."""
+    for i, line in enumerate(lines):
+        match = _DIRECTIVE.match(line)
+        if not match:
+            continue
+        options, j = {}, i + 1
+        while j < len(lines) and (opt := _OPTION.match(lines[j])):
+            options[opt["key"]] = opt["value"]
+            j += 1
+        if j < len(lines) and lines[j].strip() == match["fence"]:      # a gated header closes on its own line
+            j += 1
+        yield match["name"], match["arg"], options, j
+
+
+def _targets(cells) -> dict[str, str]:
+    """How each label of the chapter reads in plain Markdown: 'Lemma (title)', 'Section “…”', 'Exercise “…”'."""
+    targets, pending = {}, None
+    for cell in cells:
+        if cell.cell_type != "markdown":
+            continue
+        lines = cell.source.splitlines()
+        for line in lines:
+            if target := _TARGET.match(line):
+                pending = target["label"]
+            elif pending and (heading := _HEADING.match(line)):
+                targets[pending], pending = f"the section “{heading['title']}”", None
+        for name, arg, options, _ in _directive_blocks(lines):
+            kind = name.split(":")[-1].removesuffix("-start")
+            if "label" in options:
+                title = f" ({arg})" if arg else ""
+                targets[options["label"]] = f"{kind.capitalize()}{title}" if kind != "exercise" else f"the exercise “{arg}”"
+    return targets
+
+
+def read(path: Path) -> Chapter:
+    """Read the chapter at `path` into setup cells and exercises, and list its breaches of the convention."""
+    nb = jupytext.read(path)
+    problems: list[str] = []
+    setup, exercises, coding = [], {}, []
+    current: CodingExercise | None = None
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            lines = cell.source.splitlines()
+            for name, arg, options, after in _directive_blocks(lines):
+                if name in ("exercise", "exercise-start"):
+                    label = options.get("label")
+                    if not label:
+                        problems.append(f"an exercise without a :label: ({arg!r})")
+                        continue
+                    exercises[label] = arg
+                    current = None
+                    if name == "exercise-start":
+                        current = CodingExercise(label, arg)
+                        coding.append(current)
+                        current.prompt = "\n".join(_until_directive(lines[after:])).strip()
+                elif name == "solution-start" and current is not None and arg != current.label:
+                    problems.append(f"solution-start {arg!r} follows the exercise {current.label!r}")
+            continue
+        roles = _roles(cell)
+        if "hidden-check" in roles and "remove-cell" not in cell.metadata.get("tags", []):
+            problems.append(f"cell {index} is a hidden check without the tag 'remove-cell': the book would show it")
+        if len(roles) > 1:
+            problems.append(f"cell {index} carries several roles {roles}; give it one")
+        if not roles:
+            continue
+        role = roles[0]
+        if role == "setup":
+            setup.append(cell.source)
+        elif current is None:
+            problems.append(f"a cell tagged {role!r} (cell {index}) outside a coding exercise")
+        else:
+            getattr(current, {"hidden-check": "hidden"}.get(role, role)).append(cell.source)
+            current.order.append(role)
+    chapter = Chapter(path.stem, path, setup, exercises, coding, _targets(nb.cells), problems)
+    chapter.problems.extend(_breaches(chapter))
+    return chapter
+
+
+def _until_directive(lines: list[str]) -> list[str]:
+    out = []
+    for line in lines:
+        if _DIRECTIVE.match(line):
+            break
+        out.append(line)
+    return out
+
+
+def _breaches(chapter: Chapter) -> list[str]:
+    """The mechanical parts of the convention: the four kinds of cells in order, stubs that hold no code."""
+    problems = []
+    if chapter.coding and not chapter.setup:
+        problems.append("no cell tagged 'setup': the assignment would have no imports")
+    for ex in chapter.coding:
+        expected = ["answer", "solution", "check"]
+        if ex.order[:3] != expected or any(role != "hidden-check" for role in ex.order[3:]) or not ex.hidden:
+            problems.append(f"{ex.label}: cells {ex.order}; expected one each of {expected}, in that order, "
+                            "then at least one 'hidden-check'")
+        if not ex.prompt:
+            problems.append(f"{ex.label}: no prompt text between exercise-start and the answer cell")
+        for source in ex.answer:
+            if (why := stub_problem(source)) is not None:
+                problems.append(f"{ex.label}: the answer cell is not a stub: {why}")
+    return problems
+
+
+def shortfalls(chapter: Chapter) -> list[str]:
+    """What the chapter lacks of the required numbers of exercises and of coding exercises."""
+    out = []
+    if len(chapter.exercises) < MIN_EXERCISES:
+        out.append(f"{len(chapter.exercises)} exercises; a chapter has at least {MIN_EXERCISES}")
+    if len(chapter.coding) < MIN_CODING:
+        out.append(f"{len(chapter.coding)} coding exercises; a chapter has at least {MIN_CODING}")
+    return out
+
+
+def stub_problem(source: str) -> str | None:
+    """None when `source` is a stub: imports, and functions or assignments whose bodies hold no answer.
+
+    A function body may hold a docstring and then only ``...``, ``pass`` or ``raise NotImplementedError(...)``;
+    an assignment's value must be ``...``. Anything else is named in the returned message.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        return f"it does not parse ({err.msg})"
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, ast.FunctionDef):
+            body = node.body[1:] if _is_docstring(node.body[0]) else node.body
+            if body and all(_is_placeholder(stmt) for stmt in body):
+                continue
+            return f"the body of {node.name}() holds code"
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and _is_ellipsis(node.value):
+            continue
+        return f"line {node.lineno} holds code ({ast.unparse(node)[:60]!r})"
+    return None
+
+
+def _is_docstring(stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
+def _is_ellipsis(value) -> bool:
+    return isinstance(value, ast.Constant) and value.value is Ellipsis
+
+
+def _is_placeholder(stmt) -> bool:
+    if isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr) and _is_ellipsis(stmt.value)):
+        return True
+    if isinstance(stmt, ast.Raise) and stmt.exc is not None:
+        exc = stmt.exc.func if isinstance(stmt.exc, ast.Call) else stmt.exc
+        return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+    return False

@@ -1,0 +1,156 @@
+"""Course assignments: the authoring convention in every chapter, and autograding that tells right from wrong.
+
+One batch grades, for every chapter, the instructor notebook (full marks), the untouched student notebook (zero on
+every exercise, and no cell outside the checks raises) and, for every coding exercise, the instructor notebook with
+that exercise's answer replaced by the deliberately wrong one in ``tests/wrong_answers/<label>.py`` (zero on that
+exercise alone). A second batch holds a broken, a hanging, a crashing and a non-notebook submission.
+
+While writing a chapter, ``ASSIGNMENT_CHAPTERS=name1,name2`` restricts these tests to those chapters.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from assignments import build, chapter, grade
+
+WRONG = Path(__file__).resolve().parent / "wrong_answers"
+CHAPTERS = {p.stem: p for p in chapter.chapters()
+            if p.stem in os.environ.get("ASSIGNMENT_CHAPTERS", p.stem).split(",")}
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("assignments")
+    for path in CHAPTERS.values():
+        build.build(chapter.read(path), out)
+    return out
+
+
+def with_answer(nb, label: str, source: str):
+    """A copy of notebook `nb` whose answer cell of exercise `label` holds `source`."""
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    (cell,) = [c for c in nb.cells if c.metadata.get("exercise") == label and "answer" in c.metadata.get("tags", [])]
+    cell.source = source
+    return nb
+
+
+@pytest.fixture(scope="module")
+def graded(built, tmp_path_factory) -> dict[str, grade.Row]:
+    """Every chapter's instructor, student and wrong-answer notebooks, graded in one batch."""
+    subs = tmp_path_factory.mktemp("submissions")
+    for name in CHAPTERS:
+        instructor = nbformat.read(built / name / "instructor" / f"{name}.ipynb", 4)
+        nbformat.write(instructor, subs / f"{name}-instructor.ipynb")
+        nbformat.write(nbformat.read(built / name / "student" / f"{name}.ipynb", 4), subs / f"{name}-student.ipynb")
+        for ex in chapter.read(CHAPTERS[name]).coding:
+            wrong = (WRONG / f"{ex.label}.py").read_text()
+            nbformat.write(with_answer(instructor, ex.label, wrong), subs / f"{name}-wrong-{ex.label}.ipynb")
+    rows = grade.grade_folder(subs, built, subs.parent / "report", timeout=600, jobs=2)
+    return {row.submission: row for row in rows}
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_follows_the_convention(name):
+    ch = chapter.read(CHAPTERS[name])
+    assert not ch.problems, ch.problems
+    assert not chapter.shortfalls(ch), chapter.shortfalls(ch)
+    missing = [ex.label for ex in ch.coding if not (WRONG / f"{ex.label}.py").exists()]
+    assert not missing, f"no deliberately wrong answer in tests/wrong_answers/ for {missing}"
+
+
+def test_every_wrong_answer_belongs_to_an_exercise():
+    labels = {ex.label for path in chapter.chapters() for ex in chapter.read(path).coding}
+    orphans = sorted(p.stem for p in WRONG.glob("*.py") if p.stem not in labels)
+    assert not orphans, f"wrong answers for exercises that do not exist: {orphans}"
+
+
+@pytest.mark.parametrize("source, ok", [
+    ('def f(x):\n    """doc."""\n    raise NotImplementedError("your answer")', True),
+    ("import math\ndef f(x):\n    ...\nresult = ...", True),
+    ("def f(x):\n    return x + 1", False),
+    ("def f(x):\n    ...\ny = 2", False),
+    ("def f(x:\n", False),
+])
+def test_stub_detection(source, ok):
+    assert (chapter.stub_problem(source) is None) == ok
+
+
+def solution_lines(ex: chapter.CodingExercise) -> set[str]:
+    """The lines of the reference solution that the stub does not share: code a student file must not contain."""
+    stub = {line.strip() for line in ex.answer[0].splitlines()}
+    lines = {line.strip() for line in ex.solution[0].splitlines()}
+    return {line for line in lines - stub if line and not line.startswith("#") and len(line) > 3}
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_student_files_hold_no_solution_code(built, name):
+    student = built / name / "student"
+    text = "\n".join(json.dumps(nbformat.read(p, 4)).encode().decode("unicode_escape")
+                     for p in student.rglob("*.ipynb"))
+    instructor = (built / name / "instructor" / f"{name}.ipynb").read_text()
+    assert [p.name for p in student.iterdir()] == [f"{name}.ipynb"]
+    for ex in chapter.read(CHAPTERS[name]).coding:
+        lines = solution_lines(ex)
+        assert lines, f"{ex.label}: the solution shares every line with the stub"
+        assert all(json.dumps(line)[1:-1] in instructor for line in lines), "the instructor notebook lost code"
+        leaked = [line for line in lines if line in text]
+        assert not leaked, f"{ex.label}: the student notebook contains solution code {leaked}"
+        for hidden in ex.hidden:
+            assert hidden.strip() not in text, f"{ex.label}: the student notebook contains a hidden test"
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_instructor_notebook_scores_full_marks(graded, name):
+    row = graded[f"{name}-instructor.ipynb"]
+    assert row.status == "graded" and row.errors_outside_checks == 0, row.feedback
+    labels = [ex.label for ex in chapter.read(CHAPTERS[name]).coding]
+    assert sorted(row.scores) == sorted(labels)
+    assert all(row.scores[label] == row.possible[label] == 1 for label in labels), row.feedback
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_student_notebook_scores_zero_and_fails_only_at_checks(graded, name):
+    row = graded[f"{name}-student.ipynb"]
+    assert row.status == "graded", row.feedback
+    assert row.scores and all(score == 0 for score in row.scores.values()), row.feedback
+    assert row.errors_outside_checks == 0, f"a cell outside the checks raised: {row.feedback}"
+    failing_checks = set(re.findall(r"\(check of ([\w-]+)\)", row.feedback))
+    assert failing_checks == set(row.scores), f"every check cell must fail on the stub: {row.feedback}"
+
+
+@pytest.mark.parametrize("label", [ex.label for p in CHAPTERS.values() for ex in chapter.read(p).coding])
+def test_a_wrong_answer_scores_zero_on_its_exercise_alone(graded, label):
+    (row,) = [r for name, r in graded.items() if name.endswith(f"-wrong-{label}.ipynb")]
+    assert row.status == "graded", row.feedback
+    assert row.scores[label] == 0, f"the wrong answer to {label} passed: {row.feedback}"
+    others = {other: score for other, score in row.scores.items() if other != label}
+    assert all(score == 1 for score in others.values()), f"a wrong {label} cost other exercises: {row.feedback}"
+
+
+def test_a_batch_of_bad_submissions_completes(built, tmp_path):
+    """A hanging, a crashing, a broken and a non-notebook submission each get a row; the batch finishes."""
+    name = "perturbation"
+    student = nbformat.read(built / name / "student" / f"{name}.ipynb", 4)
+    label = chapter.read(CHAPTERS[name]).coding[0].label
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    nbformat.write(with_answer(student, label, "import time\ntime.sleep(10_000)"), subs / f"{name}-hangs.ipynb")
+    nbformat.write(with_answer(student, label, "import os\nos._exit(3)"), subs / f"{name}-crashes.ipynb")
+    (subs / f"{name}-broken.ipynb").write_text('{"cells": [')
+    (subs / "essay.pdf").write_bytes(b"%PDF-1.4 not a notebook")
+    (subs / "other.ipynb").write_text(json.dumps(nbformat.v4.new_notebook()))
+    rows = {r.submission: r for r in grade.grade_folder(subs, built, tmp_path / "report", timeout=25, jobs=2)}
+    status = {name: row.status for name, row in rows.items()}
+    assert status == {f"{name}-hangs.ipynb": "timeout", f"{name}-crashes.ipynb": "crashed",
+                      f"{name}-broken.ipynb": "not a notebook", "essay.pdf": "not a notebook",
+                      "other.ipynb": "unknown assignment"}, status
+    lines = (tmp_path / "report" / "grades.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(rows)
+    assert all((tmp_path / "report" / "feedback" / f"{r}.txt").read_text().strip() for r in rows)
