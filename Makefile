@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Only the package registries are reachable: keep pip quiet about its own version.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install book test test-lib test-nbval test-build bench clean
+.PHONY: install book book-student assignments grade test test-lib test-nbval test-build bench clean
 
 install: $(STAMP)
 
@@ -22,6 +22,21 @@ $(STAMP): requirements.txt pyproject.toml
 ## The whole book, every chapter executed, into _build/html (open _build/html/index.html).
 book: install
 	$(JB) build .
+
+## The student edition of the book (solutions left out) into _build/student/_build/html.
+book-student: install
+	$(PY) -m assignments.student_book
+
+## Every chapter's student notebook, instructor notebook and autograder into _build/assignments/
+## (HIDDEN=dir adds private hidden tests, dir/<exercise-label>.py; see the appendix "Guide for instructors").
+assignments: install
+	$(PY) -m assignments.build $(if $(HIDDEN),--hidden $(HIDDEN))
+
+## Grade a folder of submitted notebooks: make grade SUBMISSIONS=dir [TIMEOUT=300] [JOBS=2] (writes dir-grades/).
+grade: install
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder-of-notebooks [TIMEOUT=seconds] [JOBS=n]"; exit 2; }
+	test -d _build/assignments || $(MAKE) assignments
+	$(PY) -m assignments.grade $(SUBMISSIONS) --timeout $(or $(TIMEOUT),300) --jobs $(or $(JOBS),2)
 
 ## Every check: library tests, nbval over every chapter in _toc.yml, strict book build.
 test: install

@@ -45,7 +45,8 @@ def test_{name}(env):
     except Exception as err:
         lines = [f.lineno for f in traceback.extract_tb(err.__traceback__) if f.filename == {where!r}]
         at = source.splitlines()[lines[-1] - 1].strip() if lines else ""
-        raise AssertionError(f"{{type(err).__name__}}: {{err}}\\n  in the {what} at: {{at}}") from None
+        kind = "" if isinstance(err, AssertionError) else f"{{type(err).__name__}}: "
+        raise AssertionError(f"{{kind}}{{err}}\\n  in the {what} at: {{at}}") from None
 '''
 
 
@@ -55,9 +56,11 @@ def plain_markdown(text: str, targets: dict[str, str]) -> str:
         role, body = match["role"], match["body"]
         explicit = re.fullmatch(r"(?P<text>.*?)\s*<(?P<label>[^>]+)>", body)
         if role in ("ref", "prf:ref", "numref", "doc"):
-            return explicit["text"] if explicit else targets.get(body, f"“{body}” in the book")
+            name = explicit["text"] if explicit else targets.get(body, f"“{body}” in the book")
+            starts_sentence = re.search(r"(^|[.!?]\s+)$", text[:match.start()]) is not None
+            return name[0].upper() + name[1:] if starts_sentence else name
         if role == "eq":
-            return f"equation ({body}) of the chapter"
+            return f"({body} in the chapter)"
         if role.startswith("cite"):
             return f"[{body}]"
         if role == "math":
@@ -101,7 +104,8 @@ def question_cells(ex: CodingExercise, targets: dict[str, str], hidden_dir: Path
     tests = [test_cell(ex.check[0], "check", ex.label, "check")]
     extra = ex.hidden + private_tests(hidden_dir, ex.label)
     tests += [test_cell(src, f"hidden_{i}", ex.label, "hidden test") for i, src in enumerate(extra, 1)]
-    prompt = f"## Exercise: {plain_markdown(ex.title, targets)}\n\n{plain_markdown(ex.prompt, targets)}"
+    title = plain_markdown(ex.title.removesuffix("(coding)").strip(), targets)
+    prompt = f"## Exercise: {title}\n\n{plain_markdown(ex.prompt, targets)}"
     return [
         v4.new_raw_cell(f"# BEGIN QUESTION\nname: {ex.label}\npoints: 1\nall_or_nothing: true"),
         v4.new_markdown_cell(prompt),
@@ -128,8 +132,9 @@ def master_notebook(ch: Chapter, hidden_dir: Path | None = None) -> nbformat.Not
     cells = [v4.new_raw_cell("# ASSIGNMENT CONFIG\n" + yaml.safe_dump(config, sort_keys=False)),
              v4.new_markdown_cell(intro), v4.new_markdown_cell(macros_cell())]
     cells += [v4.new_code_cell(src, metadata={"tags": ["setup"]}) for src in ch.setup]
+    targets = {**chapters_mod.doc_titles(), **ch.targets}
     for ex in ch.coding:
-        cells += question_cells(ex, ch.targets, hidden_dir)
+        cells += question_cells(ex, targets, hidden_dir)
     return v4.new_notebook(cells=cells, metadata={"kernelspec": KERNELSPEC})
 
 

@@ -17,8 +17,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 # Roles of code cells, given as tags. A cell carries at most one of them.
 ROLES = ("setup", "answer", "solution", "check", "hidden-check")
-# Pages of the book that are not chapters with exercises: the preface and the back matter.
-NOT_CHAPTERS = {"intro", "bibliography"}
+# Pages of the book that are not chapters with exercises: the preface, the guide for instructors, the back matter.
+NOT_CHAPTERS = {"intro", "appendix_instructors", "bibliography"}
 MIN_EXERCISES, MIN_CODING = 3, 2
 
 _DIRECTIVE = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:-]+)\}\s*(?P<arg>.*?)\s*$")
@@ -60,6 +60,16 @@ def chapters(root: Path = ROOT) -> list[Path]:
     files = [entry["file"] for part in toc.get("parts", []) for entry in part.get("chapters", [])]
     paths = [root / (name if name.endswith(".md") else name + ".md") for name in files]
     return [p for p in paths if p.stem not in NOT_CHAPTERS]
+
+
+def doc_titles(root: Path = ROOT) -> dict[str, str]:
+    """How a {doc} reference to each page of the book reads in plain Markdown: 'the chapter “Title”'."""
+    titles = {}
+    for path in sorted((root / "book").glob("*.md")):
+        heading = next((m["title"] for line in path.read_text().splitlines() if (m := _HEADING.match(line))), None)
+        if heading:
+            titles[path.stem] = f"the chapter “{heading}”"
+    return titles
 
 
 def _roles(cell) -> list[str]:

@@ -8,7 +8,7 @@ batch goes on. Output:
 
 * ``grades.csv``: submission, assignment, status (``graded``, ``timeout``, ``crashed``, ``not a notebook``,
   ``unknown assignment``), score, possible, one column per exercise (its score, empty where it does not apply),
-  the number of cells outside the checks that raised, and a one-line message;
+  the number of cells outside the checks that raised, the seconds grading took, and a one-line message;
 * ``feedback/<submission>.txt``: every failed test's message and every cell error, to return to the student.
 
 Usage: ``python -m assignments.grade SUBMISSIONS [--assignments DIR] [--out DIR] [--timeout S] [--jobs N]``
@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from pathlib import Path
 from .build import OUT as ASSIGNMENTS
 
 FIXED_COLUMNS = ["submission", "assignment", "status", "score", "possible"]
-TAIL_COLUMNS = ["errors_outside_checks", "message"]
+TAIL_COLUMNS = ["errors_outside_checks", "seconds", "message"]
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Row:
     scores: dict[str, float] = field(default_factory=dict)
     possible: dict[str, float] = field(default_factory=dict)
     errors_outside_checks: int = 0
+    seconds: float = 0.0
     message: str = ""
     feedback: str = ""
 
@@ -52,7 +54,8 @@ class Row:
         row = {"submission": self.submission, "assignment": self.assignment, "status": self.status,
                "score": sum(self.scores.values()) if graded else 0,
                "possible": sum(self.possible.values()) if graded else "",
-               "errors_outside_checks": self.errors_outside_checks if graded else "", "message": self.message}
+               "errors_outside_checks": self.errors_outside_checks if graded else "",
+               "seconds": round(self.seconds, 1), "message": self.message}
         row.update({label: self.scores.get(label, "") for label in exercises})
         return row
 
@@ -130,7 +133,9 @@ def grade_submission(path: Path, assignments: Path, available: set[str], timeout
         row.feedback = row.message
         return row
     row.assignment = name
+    start = time.perf_counter()
     row.status, result = run_isolated(path, assignments / name / "autograder.zip", timeout)
+    row.seconds = time.perf_counter() - start
     if row.status != "graded":
         row.message = row.feedback = result
         return row

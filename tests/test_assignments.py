@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from assignments import build, chapter, grade
+from assignments import build, chapter, grade, student_book
 
 WRONG = Path(__file__).resolve().parent / "wrong_answers"
 CHAPTERS = {p.stem: p for p in chapter.chapters()
@@ -136,17 +136,18 @@ def test_a_wrong_answer_scores_zero_on_its_exercise_alone(graded, label):
 
 def test_a_batch_of_bad_submissions_completes(built, tmp_path):
     """A hanging, a crashing, a broken and a non-notebook submission each get a row; the batch finishes."""
-    name = "perturbation"
+    name = next(iter(CHAPTERS))
     student = nbformat.read(built / name / "student" / f"{name}.ipynb", 4)
-    label = chapter.read(CHAPTERS[name]).coding[0].label
     subs = tmp_path / "subs"
     subs.mkdir()
-    nbformat.write(with_answer(student, label, "import time\ntime.sleep(10_000)"), subs / f"{name}-hangs.ipynb")
-    nbformat.write(with_answer(student, label, "import os\nos._exit(3)"), subs / f"{name}-crashes.ipynb")
+    for suffix, source in [("hangs", "import time\ntime.sleep(10_000)"), ("crashes", "import os\nos._exit(3)")]:
+        nb = nbformat.from_dict(json.loads(json.dumps(student)))
+        nb.cells.insert(0, nbformat.v4.new_code_cell(source))          # at once: the time limit can be short
+        nbformat.write(nb, subs / f"{name}-{suffix}.ipynb")
     (subs / f"{name}-broken.ipynb").write_text('{"cells": [')
     (subs / "essay.pdf").write_bytes(b"%PDF-1.4 not a notebook")
     (subs / "other.ipynb").write_text(json.dumps(nbformat.v4.new_notebook()))
-    rows = {r.submission: r for r in grade.grade_folder(subs, built, tmp_path / "report", timeout=25, jobs=2)}
+    rows = {r.submission: r for r in grade.grade_folder(subs, built, tmp_path / "report", timeout=12, jobs=2)}
     status = {name: row.status for name, row in rows.items()}
     assert status == {f"{name}-hangs.ipynb": "timeout", f"{name}-crashes.ipynb": "crashed",
                       f"{name}-broken.ipynb": "not a notebook", "essay.pdf": "not a notebook",
@@ -154,3 +155,39 @@ def test_a_batch_of_bad_submissions_completes(built, tmp_path):
     lines = (tmp_path / "report" / "grades.csv").read_text().splitlines()
     assert len(lines) == 1 + len(rows)
     assert all((tmp_path / "report" / "feedback" / f"{r}.txt").read_text().strip() for r in rows)
+
+
+def test_student_edition_of_the_book_leaves_out_every_solution(tmp_path):
+    """Built without executing the chapters (the same pages, no outputs): exercises present, solutions absent."""
+    html = student_book.build(tmp_path / "student", execute=False)
+    assert "(student edition)" in (html / "book" / "intro.html").read_text()
+    for name, path in CHAPTERS.items():
+        page = (html / path.relative_to(chapter.ROOT).with_suffix(".html")).read_text()
+        ch = chapter.read(path)
+        for label in ch.exercises:
+            assert f'id="{label}"' in page, f"{name}: the exercise {label} is missing from the student edition"
+        assert "solution-content" not in page and 'class="solution' not in page, f"{name}: a solution is shown"
+        for ex in ch.coding:
+            leaked = [line for line in solution_lines(ex) if line in html_text(page)]
+            assert not leaked, f"{name}: solution code of {ex.label} on the page: {leaked}"
+
+
+def html_text(page: str) -> str:
+    """The text of an HTML page with the tags and entities of highlighted code undone, close enough to match lines."""
+    import html as html_mod
+
+    return html_mod.unescape(re.sub(r"<[^>]+>", "", page))
+
+
+def test_the_guide_for_instructors_lists_every_exercise():
+    """Its table has one row per exercise of the book, auto-graded exactly where the chapter has a coding exercise."""
+    guide = (chapter.ROOT / "book" / "appendix_instructors.md").read_text()
+    rows = re.findall(r"^\|[^|\n]*\|\s*`(ex-[\w-]+)`\s*\|\s*([^|\n]+?)\s*\|\s*(\d+)\s*\|[^|\n]*\S[^|\n]*\|$", guide,
+                      flags=re.MULTILINE)
+    listed = {label: kind for label, kind, _ in rows}
+    assert len(listed) == len(rows), "an exercise is listed twice"
+    book = {label: ("auto-graded" if label in {ex.label for ex in ch.coding} else "written")
+            for ch in map(chapter.read, chapter.chapters()) for label in ch.exercises}
+    assert listed == book, (f"missing from the guide: {sorted(set(book) - set(listed))}; not in the book: "
+                            f"{sorted(set(listed) - set(book))}; kind differs: "
+                            f"{sorted(k for k in set(book) & set(listed) if book[k] != listed[k])}")

@@ -9,7 +9,7 @@ from nbval_chapters import ROOT, toc_chapters
 
 BOOK = ROOT / "book"
 # Back-matter pages that are plain MyST text, not notebooks.
-TEXT_PAGES = {"bibliography"}
+TEXT_PAGES = {"appendix_instructors", "bibliography"}
 
 
 def chapter_files():
