@@ -81,7 +81,7 @@ def macros_cell(config: Path = ROOT / "_config.yml") -> str:
     return "$$\n" + "\n".join(lines) + "\n$$"
 
 
-def test_cell(source: str, name: str, label: str, what: str) -> str:
+def otter_test_cell(source: str, name: str, label: str, what: str) -> str:
     """An otter test cell (hidden) running `source` in a copy of the notebook's namespace."""
     config = '""" # BEGIN TEST CONFIG\nhidden: true\n""" # END TEST CONFIG\n'
     return config + _TEST_FUNCTION.format(name=name, source=source, where=f"{label} {what}", what=what)
@@ -101,9 +101,9 @@ def question_cells(ex: CodingExercise, targets: dict[str, str], hidden_dir: Path
     quote = "'" * 3 if '"' * 3 in ex.answer[0] else '"' * 3     # the stub is a string in the instructor notebook
     solution = (f"{quote} # BEGIN PROMPT\n{ex.answer[0].strip()}\n{quote} # END PROMPT\n"
                 f"# BEGIN SOLUTION NO PROMPT\n{ex.solution[0].strip()}\n# END SOLUTION")
-    tests = [test_cell(ex.check[0], "check", ex.label, "check")]
+    tests = [otter_test_cell(ex.check[0], "check", ex.label, "check")]
     extra = ex.hidden + private_tests(hidden_dir, ex.label)
-    tests += [test_cell(src, f"hidden_{i}", ex.label, "hidden test") for i, src in enumerate(extra, 1)]
+    tests += [otter_test_cell(src, f"hidden_{i}", ex.label, "hidden test") for i, src in enumerate(extra, 1)]
     title = plain_markdown(ex.title.removesuffix("(coding)").strip(), targets)
     prompt = f"## Exercise: {title}\n\n{plain_markdown(ex.prompt, targets)}"
     return [
@@ -172,8 +172,13 @@ def main(argv: list[str]) -> int:
     unknown = [name for name in args.chapters if name not in available]
     if unknown:
         parser.error(f"unknown chapters {unknown}; accepted: {sorted(available)}")
-    if args.hidden is not None and not args.hidden.is_dir():
-        parser.error(f"--hidden {args.hidden} is not a folder")
+    if args.hidden is not None:
+        if not args.hidden.is_dir():
+            parser.error(f"--hidden {args.hidden} is not a folder")
+        labels = {ex.label for path in available.values() for ex in chapters_mod.read(path).coding}
+        unknown = sorted(p.stem for p in args.hidden.glob("*.py") if p.stem not in labels)
+        if unknown:
+            parser.error(f"--hidden holds tests for exercises that do not exist: {unknown}; accepted: {sorted(labels)}")
     for name in args.chapters or list(available):
         target = build(chapters_mod.read(available[name]), args.out, args.hidden)
         print(f"{name}: {target.relative_to(args.out.parent) if target.is_relative_to(args.out.parent) else target}")

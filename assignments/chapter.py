@@ -72,10 +72,6 @@ def doc_titles(root: Path = ROOT) -> dict[str, str]:
     return titles
 
 
-def _roles(cell) -> list[str]:
-    return [t for t in cell.metadata.get("tags", []) if t in ROLES]
-
-
 def _directive_blocks(lines: list[str]):
     """Yield (name, argument, options, index after the header) for every directive opening among `lines`."""
     for i, line in enumerate(lines):
@@ -107,52 +103,73 @@ def _targets(cells) -> dict[str, str]:
             kind = name.split(":")[-1].removesuffix("-start")
             if "label" in options:
                 title = f" ({arg})" if arg else ""
-                targets[options["label"]] = f"{kind.capitalize()}{title}" if kind != "exercise" else f"the exercise “{arg}”"
+                named = f"the exercise “{arg}”" if kind == "exercise" else f"{kind.capitalize()}{title}"
+                targets[options["label"]] = named
     return targets
+
+
+# The gated block each role of cell belongs in: None is outside every exercise and solution block.
+_BLOCK_OF_ROLE = {"setup": None, "answer": "exercise", "solution": "solution", "check": None, "hidden-check": None}
 
 
 def read(path: Path) -> Chapter:
     """Read the chapter at `path` into setup cells and exercises, and list its breaches of the convention."""
     nb = jupytext.read(path)
-    problems: list[str] = []
-    setup, exercises, coding = [], {}, []
-    current: CodingExercise | None = None
+    reader = _Reader(Chapter(path.stem, path, [], {}, [], _targets(nb.cells), []))
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "markdown":
-            lines = cell.source.splitlines()
-            for name, arg, options, after in _directive_blocks(lines):
-                if name in ("exercise", "exercise-start"):
-                    label = options.get("label")
-                    if not label:
-                        problems.append(f"an exercise without a :label: ({arg!r})")
-                        continue
-                    exercises[label] = arg
-                    current = None
-                    if name == "exercise-start":
-                        current = CodingExercise(label, arg)
-                        coding.append(current)
-                        current.prompt = "\n".join(_until_directive(lines[after:])).strip()
-                elif name == "solution-start" and current is not None and arg != current.label:
-                    problems.append(f"solution-start {arg!r} follows the exercise {current.label!r}")
-            continue
-        roles = _roles(cell)
-        if "hidden-check" in roles and "remove-cell" not in cell.metadata.get("tags", []):
-            problems.append(f"cell {index} is a hidden check without the tag 'remove-cell': the book would show it")
+            reader.directives(cell.source.splitlines())
+        else:
+            reader.code_cell(cell, index)
+    reader.chapter.problems.extend(_breaches(reader.chapter))
+    return reader.chapter
+
+
+class _Reader:
+    """The state of a pass over a chapter's cells: the exercise in force and the gated block the next cell is in."""
+
+    def __init__(self, chapter: Chapter):
+        self.chapter, self.current, self.block = chapter, None, None
+
+    def directives(self, lines: list[str]) -> None:
+        """Record the exercises that open in the Markdown `lines`, and follow the gated blocks."""
+        for name, arg, options, after in _directive_blocks(lines):
+            if name in ("exercise", "exercise-start"):
+                if not options.get("label"):
+                    self.chapter.problems.append(f"an exercise without a :label: ({arg!r})")
+                    continue
+                self.chapter.exercises[options["label"]] = arg
+                self.current = None
+                if name == "exercise-start":
+                    prompt = "\n".join(_until_directive(lines[after:])).strip()
+                    self.current = CodingExercise(options["label"], arg, prompt)
+                    self.chapter.coding.append(self.current)
+            elif name == "solution-start" and (self.current is None or arg != self.current.label):
+                self.chapter.problems.append(f"solution-start {arg!r} does not follow its exercise-start")
+            if name.endswith(("-start", "-end")):
+                self.block = name.removesuffix("-start") if name.endswith("-start") else None
+
+    def code_cell(self, cell, index: int) -> None:
+        """File a tagged code cell under the setup or the current coding exercise, checking where it stands."""
+        tags = cell.metadata.get("tags", [])
+        roles = [t for t in tags if t in ROLES]
+        if not roles:
+            return
+        role, problems = roles[0], self.chapter.problems
         if len(roles) > 1:
             problems.append(f"cell {index} carries several roles {roles}; give it one")
-        if not roles:
-            continue
-        role = roles[0]
+        if role == "hidden-check" and "remove-cell" not in tags:
+            problems.append(f"cell {index} is a hidden check without the tag 'remove-cell': the book would show it")
+        if self.block != _BLOCK_OF_ROLE[role]:
+            where = f"inside the {self.block} block" if self.block else "outside the gated blocks"
+            problems.append(f"the {role!r} cell {index} stands {where}")
         if role == "setup":
-            setup.append(cell.source)
-        elif current is None:
+            self.chapter.setup.append(cell.source)
+        elif self.current is None:
             problems.append(f"a cell tagged {role!r} (cell {index}) outside a coding exercise")
         else:
-            getattr(current, {"hidden-check": "hidden"}.get(role, role)).append(cell.source)
-            current.order.append(role)
-    chapter = Chapter(path.stem, path, setup, exercises, coding, _targets(nb.cells), problems)
-    chapter.problems.extend(_breaches(chapter))
-    return chapter
+            getattr(self.current, {"hidden-check": "hidden"}.get(role, role)).append(cell.source)
+            self.current.order.append(role)
 
 
 def _until_directive(lines: list[str]) -> list[str]:

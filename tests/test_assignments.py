@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -191,3 +192,75 @@ def test_the_guide_for_instructors_lists_every_exercise():
     assert listed == book, (f"missing from the guide: {sorted(set(book) - set(listed))}; not in the book: "
                             f"{sorted(set(listed) - set(book))}; kind differs: "
                             f"{sorted(k for k in set(book) & set(listed) if book[k] != listed[k])}")
+
+
+BROKEN_CHAPTER = '''\
+---
+jupytext:
+  text_representation: {extension: .md, format_name: myst, format_version: 0.13}
+kernelspec: {display_name: Python 3, language: python, name: python3}
+---
+
+# A chapter that breaks the convention
+
+````{exercise-start} First (coding)
+:label: ex-first
+````
+
+Write f.
+
+```{code-cell} ipython3
+:tags: [answer]
+def f(x):
+    return x + 1
+```
+
+````{exercise-end}
+````
+
+```{code-cell} ipython3
+:tags: [solution]
+def f(x):
+    return x + 1
+```
+
+```{code-cell} ipython3
+:tags: [check]
+assert f(1) == 2
+```
+
+```{code-cell} ipython3
+:tags: [hidden-check]
+assert f(2) == 3
+```
+'''
+
+
+def test_breaches_of_the_convention_are_named(tmp_path):
+    """A stub with code, a solution outside its block, a visible hidden check and no setup: each one reported."""
+    path = tmp_path / "broken.md"
+    path.write_text(BROKEN_CHAPTER)
+    problems = "\n".join(chapter.read(path).problems)
+    for expected in ["'solution' cell 3 stands outside the gated blocks", "without the tag 'remove-cell'",
+                     "no cell tagged 'setup'", "the answer cell is not a stub: the body of f() holds code"]:
+        assert expected in problems, f"{expected!r} not in {problems}"
+
+
+def test_private_hidden_tests_reach_the_autograder_only(tmp_path):
+    """`--hidden DIR`: each '# %%' part of DIR/<label>.py is one more hidden test, absent from the student notebook."""
+    name = next(iter(CHAPTERS))
+    label = chapter.read(CHAPTERS[name]).coding[0].label
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / f"{label}.py").write_text("# %% first\nassert 'PRIVATE-ONE'\n# %% second\nassert 'PRIVATE-TWO'\n")
+    assert build.main([name, "--out", str(tmp_path / "out"), "--hidden", str(private)]) == 0
+    out = tmp_path / "out" / name
+    with zipfile.ZipFile(out / "autograder.zip") as z:
+        tests = z.read(f"tests/{label}.py").decode()
+    n_public_hidden = len(chapter.read(CHAPTERS[name]).coding[0].hidden)
+    assert "PRIVATE-ONE" in tests and "PRIVATE-TWO" in tests
+    assert tests.count("def test_") == 1 + n_public_hidden + 2, "the check, the chapter's hidden tests, two private"
+    assert "PRIVATE-ONE" not in (out / "student" / f"{name}.ipynb").read_text()
+    (private / "ex-no-such-exercise.py").write_text("assert True\n")
+    with pytest.raises(SystemExit):
+        build.main([name, "--out", str(tmp_path / "out"), "--hidden", str(private)])
