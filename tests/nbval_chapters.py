@@ -42,7 +42,7 @@ def toc_chapters(root: Path = ROOT) -> list[Path]:
 def convert(chapters: list[Path], outdir: Path) -> list[Path]:
     notebooks = []
     for chapter in chapters:
-        nb = jupytext.read(chapter)
+        nb = jupytext.read(chapter, fmt="md:myst")        # MyST: a plain ```bash block is text, not a cell
         chdir = nbformat.v4.new_code_cell(f"import os\nos.chdir({str(chapter.parent)!r})")
         nb.cells.insert(0, chdir)
         target = outdir / chapter.relative_to(ROOT).with_suffix(".ipynb")
