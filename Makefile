@@ -4,19 +4,32 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 JB     := $(VENV)/bin/jupyter-book
 STAMP  := $(VENV)/.installed
+# Wheels of ntkcore's published dependencies (and ipykernel), pinned by requirements.txt: the test that runs a
+# downloaded chapter notebook in a fresh environment installs from here, offline (tests/built_book/test_notebooks.py).
+WHEELHOUSE := $(VENV)/wheelhouse
 
 # Only the package registries are reachable: keep pip quiet about its own version.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install book book-student assignments grade test test-lib test-nbval test-build bench clean
+.PHONY: install book book-student assignments grade test test-lib test-nbval test-build test-built bench clean
+
+# Chromium, for the browser test of the built book (tests/built_book/): Debian's package, installed as root where
+# missing; elsewhere install Chromium yourself and run `make test CHROMIUM=/path/to/chromium`.
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM
 
 install: $(STAMP)
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "no $(CHROMIUM) and no apt-get: install Chromium, then make test CHROMIUM=/path/to/chromium"; exit 2; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip download --quiet --no-build-isolation -c requirements.txt -d $(WHEELHOUSE) . ipykernel
 	touch $(STAMP)
 
 ## The whole book, every chapter executed, into _build/html (open _build/html/index.html).
@@ -38,14 +51,15 @@ grade: install
 	test -d _build/assignments || $(MAKE) assignments
 	$(PY) -m assignments.grade $(SUBMISSIONS) --timeout $(or $(TIMEOUT),300) --jobs $(or $(JOBS),2)
 
-## Every check: library tests, nbval over every chapter in _toc.yml, strict book build.
+## Every check: library tests, nbval over every chapter in _toc.yml, strict book build, tests of the built book.
 test: install
 	$(MAKE) test-lib
 	$(MAKE) test-nbval
 	$(MAKE) test-build
+	$(MAKE) test-built
 
 test-lib: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --ignore=tests/built_book
 
 test-nbval: install
 	$(PY) tests/nbval_chapters.py
@@ -53,6 +67,11 @@ test-nbval: install
 # execute_notebooks is "force" in _config.yml: every chapter runs fresh, never from a cache.
 test-build: install
 	$(JB) build . -W -n --keep-going
+
+# On the strict build's output, _build/html: pages, notebooks, and every page in headless chromium at desktop and
+# phone sizes (screenshots in _build/screenshots/).
+test-built: install $(CHROMIUM)
+	$(PY) -m pytest tests/built_book
 
 bench: install
 	$(PY) benchmarks/kernels.py

@@ -25,6 +25,8 @@ from pathlib import Path
 import nbformat
 import yaml
 
+from bookext.markdown import doc_titles, macros_cell, plain_markdown
+
 from . import chapter as chapters_mod
 from .chapter import ROOT, Chapter, CodingExercise
 
@@ -35,7 +37,6 @@ ASSIGNMENT_CONFIG = {
     "solutions_pdf": False, "template_pdf": False, "generate": True,
     "tests": {"files": False, "ok_format": False},
 }
-_ROLE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<body>[^`]*)`")
 _TEST_FUNCTION = '''\
 def test_{name}(env):
     import traceback
@@ -48,37 +49,6 @@ def test_{name}(env):
         kind = "" if isinstance(err, AssertionError) else f"{{type(err).__name__}}: "
         raise AssertionError(f"{{kind}}{{err}}\\n  in the {what} at: {{at}}") from None
 '''
-
-
-def plain_markdown(text: str, targets: dict[str, str]) -> str:
-    """MyST roles rewritten for Jupyter: references by what they name, citations by key, other roles as code."""
-    def rewrite(match: re.Match) -> str:
-        role, body = match["role"], match["body"]
-        explicit = re.fullmatch(r"(?P<text>.*?)\s*<(?P<label>[^>]+)>", body)
-        if role in ("ref", "prf:ref", "numref", "doc"):
-            name = explicit["text"] if explicit else targets.get(body, f"“{body}” in the book")
-            starts_sentence = re.search(r"(^|[.!?]\s+)$", text[:match.start()]) is not None
-            return name[0].upper() + name[1:] if starts_sentence else name
-        if role == "eq":
-            return f"({body} in the chapter)"
-        if role.startswith("cite"):
-            return f"[{body}]"
-        if role == "math":
-            return f"${body}$"
-        return f"`{body}`"
-    return _ROLE.sub(rewrite, text)
-
-
-def macros_cell(config: Path = ROOT / "_config.yml") -> str:
-    """A Markdown cell defining the book's LaTeX macros, so that the notebook's formulas render in Jupyter."""
-    macros = yaml.safe_load(config.read_text())["sphinx"]["config"]["mathjax3_config"]["tex"]["macros"]
-    lines = []
-    for name, body in macros.items():
-        if isinstance(body, list):
-            lines.append(rf"\newcommand{{\{name}}}[{body[1]}]{{{body[0]}}}")
-        else:
-            lines.append(rf"\newcommand{{\{name}}}{{{body}}}")
-    return "$$\n" + "\n".join(lines) + "\n$$"
 
 
 def otter_test_cell(source: str, name: str, label: str, what: str) -> str:
@@ -130,9 +100,9 @@ def master_notebook(ch: Chapter, hidden_dir: Path | None = None) -> nbformat.Not
              "answer is right. Your submission is graded by the check and by further tests.")
     config = dict(ASSIGNMENT_CONFIG, name=ch.name)
     cells = [v4.new_raw_cell("# ASSIGNMENT CONFIG\n" + yaml.safe_dump(config, sort_keys=False)),
-             v4.new_markdown_cell(intro), v4.new_markdown_cell(macros_cell())]
+             v4.new_markdown_cell(intro), v4.new_markdown_cell(macros_cell(ROOT / "_config.yml"))]
     cells += [v4.new_code_cell(src, metadata={"tags": ["setup"]}) for src in ch.setup]
-    targets = {**chapters_mod.doc_titles(), **ch.targets}
+    targets = {**doc_titles(ROOT / "book"), **ch.targets}
     for ex in ch.coding:
         cells += question_cells(ex, targets, hidden_dir)
     return v4.new_notebook(cells=cells, metadata={"kernelspec": KERNELSPEC})

@@ -7,12 +7,13 @@ read with jupytext, the same way the book and the nbval run read them; directive
 from __future__ import annotations
 
 import ast
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jupytext
 import yaml
+
+from bookext import markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 # Roles of code cells, given as tags. A cell carries at most one of them.
@@ -20,11 +21,6 @@ ROLES = ("setup", "answer", "solution", "check", "hidden-check")
 # Pages of the book that are not chapters with exercises: the preface, the guide for instructors, the back matter.
 NOT_CHAPTERS = {"intro", "appendix_instructors", "bibliography"}
 MIN_EXERCISES, MIN_CODING = 3, 2
-
-_DIRECTIVE = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:-]+)\}\s*(?P<arg>.*?)\s*$")
-_OPTION = re.compile(r"^:(?P<key>[\w-]+):\s*(?P<value>.*?)\s*$")
-_TARGET = re.compile(r"^\((?P<label>[\w:.-]+)\)=\s*$")
-_HEADING = re.compile(r"^#+\s+(?P<title>.+?)\s*$")
 
 
 @dataclass
@@ -62,52 +58,6 @@ def chapters(root: Path = ROOT) -> list[Path]:
     return [p for p in paths if p.stem not in NOT_CHAPTERS]
 
 
-def doc_titles(root: Path = ROOT) -> dict[str, str]:
-    """How a {doc} reference to each page of the book reads in plain Markdown: 'the chapter “Title”'."""
-    titles = {}
-    for path in sorted((root / "book").glob("*.md")):
-        heading = next((m["title"] for line in path.read_text().splitlines() if (m := _HEADING.match(line))), None)
-        if heading:
-            titles[path.stem] = f"the chapter “{heading}”"
-    return titles
-
-
-def _directive_blocks(lines: list[str]):
-    """Yield (name, argument, options, index after the header) for every directive opening among `lines`."""
-    for i, line in enumerate(lines):
-        match = _DIRECTIVE.match(line)
-        if not match:
-            continue
-        options, j = {}, i + 1
-        while j < len(lines) and (opt := _OPTION.match(lines[j])):
-            options[opt["key"]] = opt["value"]
-            j += 1
-        if j < len(lines) and lines[j].strip() == match["fence"]:      # a gated header closes on its own line
-            j += 1
-        yield match["name"], match["arg"], options, j
-
-
-def _targets(cells) -> dict[str, str]:
-    """How each label of the chapter reads in plain Markdown: 'Lemma (title)', 'Section “…”', 'Exercise “…”'."""
-    targets, pending = {}, None
-    for cell in cells:
-        if cell.cell_type != "markdown":
-            continue
-        lines = cell.source.splitlines()
-        for line in lines:
-            if target := _TARGET.match(line):
-                pending = target["label"]
-            elif pending and (heading := _HEADING.match(line)):
-                targets[pending], pending = f"the section “{heading['title']}”", None
-        for name, arg, options, _ in _directive_blocks(lines):
-            kind = name.split(":")[-1].removesuffix("-start")
-            if "label" in options:
-                title = f" ({arg})" if arg else ""
-                named = f"the exercise “{arg}”" if kind == "exercise" else f"{kind.capitalize()}{title}"
-                targets[options["label"]] = named
-    return targets
-
-
 # The gated block each role of cell belongs in: None is outside every exercise and solution block.
 _BLOCK_OF_ROLE = {"setup": None, "answer": "exercise", "solution": "solution", "check": None, "hidden-check": None}
 
@@ -115,7 +65,7 @@ _BLOCK_OF_ROLE = {"setup": None, "answer": "exercise", "solution": "solution", "
 def read(path: Path) -> Chapter:
     """Read the chapter at `path` into setup cells and exercises, and list its breaches of the convention."""
     nb = jupytext.read(path)
-    reader = _Reader(Chapter(path.stem, path, [], {}, [], _targets(nb.cells), []))
+    reader = _Reader(Chapter(path.stem, path, [], {}, [], markdown.targets(nb.cells), []))
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "markdown":
             reader.directives(cell.source.splitlines())
@@ -133,7 +83,7 @@ class _Reader:
 
     def directives(self, lines: list[str]) -> None:
         """Record the exercises that open in the Markdown `lines`, and follow the gated blocks."""
-        for name, arg, options, after in _directive_blocks(lines):
+        for name, arg, options, after in markdown.directive_blocks(lines):
             if name in ("exercise", "exercise-start"):
                 if not options.get("label"):
                     self.chapter.problems.append(f"an exercise without a :label: ({arg!r})")
@@ -175,7 +125,7 @@ class _Reader:
 def _until_directive(lines: list[str]) -> list[str]:
     out = []
     for line in lines:
-        if _DIRECTIVE.match(line):
+        if markdown.DIRECTIVE.match(line):
             break
         out.append(line)
     return out

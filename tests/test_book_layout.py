@@ -54,3 +54,19 @@ def test_config_excludes_and_extensions():
     assert {"sphinx_proof", "sphinx_exercise"} <= set(extensions)
     for bib in config["bibtex_bibfiles"]:
         assert (ROOT / bib).exists()
+
+
+MAX_CODE_LINE = 90  # characters: longer lines scroll sideways in the book's code cells
+
+
+def long_code_lines(chapter: Path) -> list[str]:
+    """'cell N, line M: length' for every line of a code cell of `chapter` over MAX_CODE_LINE characters."""
+    cells = [c for c in jupytext.read(chapter).cells if c.cell_type == "code"]
+    return [f"cell {i}, line {j}: {len(line)}" for i, cell in enumerate(cells, 1)
+            for j, line in enumerate(cell.source.splitlines(), 1) if len(line) > MAX_CODE_LINE]
+
+
+@pytest.mark.parametrize("chapter", chapter_files(), ids=lambda p: p.stem)
+def test_code_lines_fit_the_page(chapter):
+    long = long_code_lines(chapter)
+    assert not long, f"{chapter.name}: code lines over {MAX_CODE_LINE} characters: {long}"

@@ -1,0 +1,141 @@
+"""Each chapter offered for download as a plain Jupyter notebook that runs anywhere, and the launch buttons.
+
+A Sphinx extension (``sphinx.extra_extensions`` in ``_config.yml``). For every executed chapter it writes
+``_sources/<page>.ipynb``, which the download menu offers: the executed notebook with its Markdown rewritten by
+:mod:`bookext.markdown`, the book's LaTeX macros, and a first cell that installs ``ntkcore`` when it is missing. That
+cell installs from the repository when ``_config.yml`` names one (``repository.url``), otherwise from the wheel of
+``ntkcore`` that every build writes to ``_downloads/`` and that the role ``{ntkcore-wheel}`` links to.
+
+Launch buttons derive from the repository URL alone: with a GitHub repository, a Colab button opens the chapter's
+notebook from the branch ``gh-pages``, where Jupyter Book's ``ghp-import`` publishes the built book (``_sources/``
+included). With no repository set, no launch button.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+from docutils import nodes
+from sphinx.application import Sphinx
+
+from . import markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+WHEEL_DIR = "_downloads"
+# What Jupyter Book puts in repository.url when _config.yml sets none: not this book's repository.
+_PLACEHOLDER_REPOSITORY = "https://github.com/executablebooks/jupyter-book"
+_INSTALL = '''\
+# ntkcore, the library of this book, installed when this Python lacks it (on Colab, or in a new environment).
+import importlib.util, pathlib, subprocess, sys
+if importlib.util.find_spec("ntkcore") is None:
+    source = {source!r}
+    if source.endswith(".whl") and not pathlib.Path(source).exists():
+        raise FileNotFoundError({missing!r})
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", source])
+    importlib.invalidate_caches()
+'''
+
+
+def repository_url(app: Sphinx) -> str | None:
+    """The book's repository URL from ``repository.url`` in ``_config.yml``; None when none is set."""
+    url = (app.config.html_theme_options or {}).get("repository_url", "").rstrip("/")
+    return url if url and url != _PLACEHOLDER_REPOSITORY else None
+
+
+def build_wheel(out: Path) -> Path:
+    """Build the wheel of ``ntkcore`` into `out` from a copy of the package (the working tree stays clean)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("ntkcore-*.whl"):
+        old.unlink()
+    with tempfile.TemporaryDirectory(prefix="ntkcore-wheel-") as tmp:
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(ROOT / name, tmp)
+        shutil.copytree(ROOT / "ntkcore", Path(tmp) / "ntkcore", ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--no-index", "-w", str(out), tmp], check=True)
+    (wheel,) = out.glob("ntkcore-*.whl")
+    return wheel
+
+
+def install_cell(app: Sphinx) -> str:
+    """The source of the first cell of every downloaded notebook: install ``ntkcore`` when it is missing."""
+    wheel = app.env.ntkcore_wheel
+    if url := repository_url(app):
+        source = f"ntkcore @ git+{url}"
+    elif app.config.html_baseurl:
+        source = f"{app.config.html_baseurl.rstrip('/')}/{WHEEL_DIR}/{wheel}"
+    else:
+        source = wheel
+    missing = f"download {wheel} from the book's first page and put it next to this notebook"
+    return _INSTALL.format(source=source, missing=missing)
+
+
+def plain_notebook(app: Sphinx, executed: Path, pagename: str) -> nbformat.NotebookNode:
+    """The executed notebook of page `pagename` as a plain Jupyter notebook (see the module docstring)."""
+    nb = nbformat.read(executed, as_version=4)
+    source = Path(app.env.doc2path(pagename))
+    labels = {**markdown.doc_titles(source.parent), **markdown.targets(nb.cells),
+              **markdown.equation_numbers(nb.cells)}
+    cites = markdown.references(ROOT / "book" / "references.bib")
+    cited = markdown.cited_keys("\n".join(c.source for c in nb.cells if c.cell_type == "markdown"))
+    cells = [nbformat.v4.new_code_cell(install_cell(app)),
+             nbformat.v4.new_markdown_cell(markdown.macros_cell(ROOT / "_config.yml"))]
+    for cell in nb.cells:
+        if "hidden-check" in cell.metadata.get("tags", []):        # the autograder's tests, not the reader's
+            continue
+        if cell.cell_type == "markdown":
+            cell.source = markdown.plain_page(cell.source, labels, cites, source.parent, cited)
+        cells.append(cell)
+        if caption := markdown.figure(cell).get("caption"):                  # the book's caption under its figure
+            name = labels[markdown.figure(cell)["name"]]
+            cells.append(nbformat.v4.new_markdown_cell(f"*{name}.* {markdown.plain_markdown(caption, labels, cites)}"))
+    nb.cells = cells
+    return nb
+
+
+def offer_notebook(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """Write the plain notebook of an executed page to ``_sources/`` and point the download menu at it."""
+    executed = Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
+    if doctree is None or not executed.exists():
+        return
+    target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(plain_notebook(app, executed, pagename), target)
+    context["ipynb_source"] = f"{pagename}.ipynb"
+
+
+def add_launch_button(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """A Colab button on every page with a notebook, when the repository is on GitHub."""
+    url = repository_url(app)
+    if not context.get("ipynb_source") or not url or not url.startswith("https://github.com/"):
+        return
+    org_repo = url.removeprefix("https://github.com/")
+    colab = f"https://colab.research.google.com/github/{org_repo}/blob/gh-pages/_sources/{context['ipynb_source']}"
+    context["header_buttons"].append({
+        "type": "group", "tooltip": "Launch interactive content", "icon": "fas fa-rocket", "label": "launch-buttons",
+        "buttons": [{"type": "link", "text": "Colab", "tooltip": "Launch on Colab",
+                     "icon": "_static/images/logo_colab.png", "url": colab}],
+    })
+
+
+def wheel_role(name, rawtext, text, lineno, inliner, options=None, content=None):
+    """``{ntkcore-wheel}`text``: a link to the wheel of ``ntkcore`` that this build offers."""
+    env = inliner.document.settings.env
+    up = "../" * env.docname.count("/")
+    return [nodes.reference(rawtext, text, refuri=f"{up}{WHEEL_DIR}/{env.ntkcore_wheel}")], []
+
+
+def _on_builder_inited(app: Sphinx) -> None:
+    app.env.ntkcore_wheel = build_wheel(Path(app.outdir) / WHEEL_DIR).name
+
+
+def setup(app: Sphinx) -> dict:
+    app.connect("builder-inited", _on_builder_inited)
+    app.connect("html-page-context", offer_notebook, priority=500)           # before the theme's download menu
+    app.connect("html-page-context", add_launch_button, priority=502)        # after the theme's header buttons
+    app.add_role("ntkcore-wheel", wheel_role)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
