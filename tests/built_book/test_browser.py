@@ -16,13 +16,19 @@ SEARCH_WORD = "kernel"  # in every chapter
 RAW_TEX = ("\\(", "\\)", "\\[", "\\]", "$$")
 
 # Text outside code that still holds TeX delimiters, formulas MathJax left untypeset or marked as errors
-# (an undefined macro shows in red), images that did not load, and visible search fields.
+# (an undefined macro shows in red), images that did not load, visible search fields, the rendered widths of the
+# multi-panel figures, and inline formulas that run past the window's right edge outside a scrolling box.
 PAGE_STATE_JS = """() => {
   const inCode = n => n.parentElement && n.parentElement.closest('pre, code, script, style, noscript, textarea');
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   const text = [];
   for (let n = walker.nextNode(); n; n = walker.nextNode()) if (!inCode(n)) text.push(n.textContent);
   const visible = el => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden';
+  const inScrollBox = el => {
+    for (let e = el.parentElement; e; e = e.parentElement)
+      if (['auto', 'scroll'].includes(getComputedStyle(e).overflowX)) return true;
+    return false;
+  };
   return {
     text: text.join(' '),
     formulas: document.querySelectorAll('.math').length,
@@ -32,6 +38,10 @@ PAGE_STATE_JS = """() => {
                   .map(e => e.textContent.slice(0, 80)),
     broken_images: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
     search_fields: [...document.querySelectorAll('.search-button-field')].filter(visible).length,
+    wide_figures: [...document.querySelectorAll('img.wide-figure')].map(i => i.getBoundingClientRect().width),
+    clipped_formulas: [...document.querySelectorAll('mjx-container:not([display="true"])')]
+                  .filter(m => m.getBoundingClientRect().right > window.innerWidth + 1 && !inScrollBox(m))
+                  .map(m => (m.closest('p, li, td, dd') || m).textContent.slice(0, 80)),
     heading: document.querySelector('.bd-article h1')?.textContent.trim(),
   };
 }"""
@@ -166,6 +176,19 @@ def test_menu_button_opens_the_chapter_list_on_a_phone(visit, built_page):
     assert record.chapter_links_after_menu and record.chapter_links_after_menu >= 7, "☰ did not open the chapters"
     if record.contents_after_toggle is not None:
         assert record.contents_after_toggle > 0, "☷ did not open the page's contents"
+
+
+def test_long_formulas_scroll_instead_of_being_clipped_on_a_phone(visit, built_page):
+    clipped = visit(built_page, "phone").state["clipped_formulas"]
+    assert not clipped, f"{len(clipped)} inline formulas run off the screen, e.g. in {clipped[0]!r}"
+
+
+def test_multi_panel_figures_stay_legible_on_a_phone(visit, built_page):
+    """Wide figures keep 600 px (axis labels of about 9 px) and scroll sideways rather than shrink to 342 px."""
+    widths = visit(built_page, "phone").state["wide_figures"]
+    assert all(w >= 560 for w in widths), f"multi-panel figures shrunk to {widths} px"
+    if built_page == "book/ndk.html":
+        assert len(widths) >= 3, "the NDK chapter's multi-panel figures are not marked wide"
 
 
 def test_chapters_are_numbered_as_the_text_counts_them(visit):
