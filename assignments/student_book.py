@@ -25,7 +25,11 @@ def student_config(execute: bool = True, root: Path = ROOT) -> dict:
     """The book's configuration with solutions hidden (and, if not `execute`, no chapter executed)."""
     config = yaml.safe_load((root / "_config.yml").read_text())
     config["title"] = f"{config['title']} (student edition)"
-    config["sphinx"].setdefault("local_extensions", {})["hide_solutions"] = str(Path(__file__).parent)
+    # Jupyter Book reads the folders of local extensions relative to the configuration file, which moves here.
+    extensions = config["sphinx"].get("local_extensions") or {}
+    extensions = {name: str((root / folder).resolve()) for name, folder in extensions.items()}
+    extensions["hide_solutions"] = str(Path(__file__).parent)
+    config["sphinx"]["local_extensions"] = extensions
     if not execute:
         config["execute"]["execute_notebooks"] = "off"
     return config
