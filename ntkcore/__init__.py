@@ -20,6 +20,7 @@ Modules (imported lazily, so ``import ntkcore`` stays fast):
     drift      representational drift: the stationary two-time kernel, the mean kernel, the drift predictor
     stats      power-law fits and standard errors that chapters assert on
     plot       one figure style for the whole book
+    benchmark  comparing classifiers over many data sets: Friedman rank, P90/P95, PMA (Arora et al., 2020)
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "device", "data", "activations", "layers", "kernels", "empirical", "models", "predict", "bounds", "train",
-    "langevin", "ndk", "drift", "early_stopping", "stats", "plot",
+    "langevin", "ndk", "drift", "early_stopping", "stats", "plot", "benchmark",
 )
 __all__ = ["__version__", *_SUBMODULES]
 

@@ -8,6 +8,9 @@
 
   with ``(u, v) ~ N(0, [[K^l(x,x), K^l(x,x′)], [K^l(x,x′), K^l(x′,x′)]])``; NNGP = K^{L+1} and NTK = Θ^{L+1}
   (book appendix "Closed-form kernels and conventions", section "Fully connected networks").
+  With the first ``fix`` dense layers not trained (Arora et al. 2020, "Harnessing the power of infinitely wide deep
+  nets on small-data tasks"), their gradient terms are dropped: ``Θ¹ = [fix = 0] K¹`` and
+  ``Θ^{l+1} = [l ≥ fix] K^{l+1} + K̇^{l+1} Θ^l``; ``fix = L`` trains the readout alone and gives NTK = NNGP.
 * :func:`cntk`: the convolutional NTK of Arora et al. 2019, vanilla (flatten) or with global average pooling.
 * :func:`gntk`: the graph NTK of Du et al. 2019, blocks of aggregation and dense layers, read out by a sum over
   nodes, optionally with jumping knowledge.
@@ -53,15 +56,27 @@ def _activation(activation, quadrature_degree, max_memory=DEFAULT_MAX_MEMORY):
 # Fully connected networks
 # ---------------------------------------------------------------------------------------------------------------
 
+def _trainable_layers(depth: int, fix, trainable_layers) -> set[int]:
+    """The indices of the trained dense layers of :func:`fc_network`: ``fix..depth``, or ``trainable_layers``."""
+    fix = check_int(fix, "fix", low=0, high=depth)
+    if trainable_layers is None:
+        return set(range(fix, depth + 1))
+    if fix:
+        raise ValueError(f"give fix or trainable_layers, not both; got fix={fix} and trainable_layers")
+    return {check_int(i, "trainable_layers entries", low=0, high=depth) for i in trainable_layers}
+
+
 def fc_network(depth: int, *, activation="relu", weight_var: float = 2.0, bias_var: float = 0.0, width: int = 1,
-               out_features: int = 1, trainable_layers=None) -> layers.Serial:
+               out_features: int = 1, fix: int = 0, trainable_layers=None) -> layers.Serial:
     """The fully connected network of :func:`fc`: ``depth`` pairs ``Dense(width), φ`` and a ``Dense(out_features)``
-    readout, every dense layer with ``weight_var``, ``bias_var``. ``trainable_layers`` (None: all) is the set of
-    indices ``0..depth`` of the dense layers whose gradient counts in the NTK (0 is the first layer, ``depth`` the
-    readout). ``depth`` is at most :data:`ntkcore._checks.MAX_DEPTH` (1000)."""
+    readout, every dense layer with ``weight_var``, ``bias_var``. ``fix`` in ``0..depth``: the first ``fix`` dense
+    layers are not trained (``Dense(..., trainable=False)``; Arora et al. 2020's fixed layers). Alternatively
+    ``trainable_layers`` (None: all but the first ``fix``) is the set of indices ``0..depth`` of the dense layers whose
+    gradient counts in the NTK (0 is the first layer, ``depth`` the readout). ``depth`` is at most
+    :data:`ntkcore._checks.MAX_DEPTH` (1000)."""
     depth = check_depth(depth, "depth", low=0)
     act = activations.get(activation)
-    trainable = set(range(depth + 1)) if trainable_layers is None else set(trainable_layers)
+    trainable = _trainable_layers(depth, fix, trainable_layers)
 
     def dense(index, features):
         return layers.Dense(features, weight_var=weight_var, bias_var=bias_var, trainable=index in trainable)
@@ -70,7 +85,7 @@ def fc_network(depth: int, *, activation="relu", weight_var: float = 2.0, bias_v
     return layers.serial(*hidden, dense(depth, out_features))
 
 
-def fc(x1, x2=None, *, depth: int, activation="relu", weight_var: float = 2.0, bias_var: float = 0.0,
+def fc(x1, x2=None, *, depth: int, activation="relu", weight_var: float = 2.0, bias_var: float = 0.0, fix: int = 0,
        get=("nngp", "ntk"), block_size: int | None = None, max_memory: int = DEFAULT_MAX_MEMORY,
        quadrature_degree: int = 32) -> Kernels:
     """NNGP and NTK of a fully connected network with ``depth`` hidden layers (module docstring; the kernels of
@@ -87,6 +102,9 @@ def fc(x1, x2=None, *, depth: int, activation="relu", weight_var: float = 2.0, b
         (Gaussian expectations by :func:`gaussian_expectations`, φ′ by autograd; slower: about
         ``6 quadrature_degree²`` evaluations of φ per entry and layer); see :mod:`ntkcore.activations`.
     weight_var, bias_var : σw² and σb² (≥ 0), the same in every layer.
+    fix : number ``0 ≤ fix ≤ depth`` of leading dense layers that are not trained (Arora et al. 2020): their
+        gradient terms are dropped from the NTK (module docstring). ``fix = 0`` (default) is the NTK of the fully
+        trained network, ``fix = depth`` (only the readout trained) gives NTK = NNGP. The NNGP does not depend on it.
     get : ``"nngp"``, ``"ntk"`` or both (default); fields not asked for are None (saves one n1 × n2 output).
     block_size : rows of x1 per panel. A panel's ``K¹`` is one matrix product; the layers then run on tiles of
         ``block_size × 512`` entries (on CUDA, on the whole panel). By default 256 rows on the CPU (tiles stay in
@@ -106,7 +124,7 @@ def fc(x1, x2=None, *, depth: int, activation="relu", weight_var: float = 2.0, b
     x1, x2 = inputs(x1, x2)
     max_memory = check_int(max_memory, "max_memory", low=1)
     act = _activation(activation, quadrature_degree, max_memory)
-    net = fc_network(depth, activation=act, weight_var=weight_var, bias_var=bias_var)
+    net = fc_network(depth, activation=act, weight_var=weight_var, bias_var=bias_var, fix=fix)
     return net.kernel(x1, x2, get=get, block_size=block_size, max_memory=max_memory)
 
 

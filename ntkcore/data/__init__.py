@@ -3,6 +3,9 @@
 Offline (no network, ever): :func:`digits` (8×8 handwritten digits, the stand-in for MNIST), the small UCI
 sets :func:`iris`, :func:`wine`, :func:`breast_cancer`, and synthetic sets: :func:`orthogonal_synthetic`
 (the NDK paper's Figure 1 task), :func:`two_gaussians`, :func:`sphere`.
+The 45 small UCI data sets of Arora et al. (ICLR 2020), in the preprocessing and splits of Fernández-Delgado et
+al. (JMLR 2014), shipped in the package: :func:`uci`, :func:`uci_names`, and their table of 179 classifiers,
+:func:`uci_reference`.
 Opt-in downloads with a verified cache: :func:`mnist`, :func:`fashion_mnist`, :func:`cifar10`.
 Label noise: :func:`symmetric_noise`, :func:`transition_noise`. :func:`available` lists everything.
 
@@ -21,9 +24,11 @@ from .noise import symmetric_noise, symmetric_transition, transition_noise
 from .preprocess import preprocess
 from .remote import cifar10, fashion_mnist, mnist
 from .synthetic import orthogonal_synthetic, sphere, two_gaussians
+from .uci import UCIDataset, UCIReference, uci, uci_names, uci_reference
 
 __all__ = [
     "Dataset", "DatasetInfo", "DownloadError", "available", "breast_cancer", "cache_dir", "cifar10", "digits",
     "fashion_mnist", "iris", "load", "mnist", "one_hot", "orthogonal_synthetic", "preprocess", "sphere",
     "symmetric_noise", "symmetric_transition", "transition_noise", "two_gaussians", "wine",
+    "UCIDataset", "UCIReference", "uci", "uci_names", "uci_reference",
 ]
