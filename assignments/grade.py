@@ -216,8 +216,8 @@ def main(argv: list[str]) -> int:
         parser.error(str(err))
     out = args.out or args.submissions.parent / f"{args.submissions.name}-grades"
     for row in rows:
-        print(f"{row.submission}: {row.status}, {row.csv_row([])['score']}/{row.csv_row([])['possible']}  "
-              f"{row.message}")
+        fields = row.csv_row([])
+        print(f"{row.submission}: {row.status}, {fields['score']}/{fields['possible']}  {row.message}")
     print(f"wrote {out / 'grades.csv'} and {out / 'feedback'}/")
     return 0
 

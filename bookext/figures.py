@@ -30,7 +30,8 @@ WIDE = 2.0  # width / height above which a figure is "wide"
 def png_aspect(path: Path) -> float | None:
     """Width / height of the PNG file at ``path``, or None when it is not a readable PNG."""
     try:
-        header = path.read_bytes()[:24]
+        with open(path, "rb") as f:
+            header = f.read(24)                   # the signature and the IHDR chunk's width and height
     except OSError:
         return None
     if len(header) < 24 or header[:8] != b"\x89PNG\r\n\x1a\n":
