@@ -21,6 +21,8 @@ Modules (imported lazily, so ``import ntkcore`` stays fast):
     stats      power-law fits and standard errors that chapters assert on
     plot       one figure style for the whole book
     benchmark  comparing classifiers over many data sets: Friedman rank, P90/P95, PMA (Arora et al., 2020)
+    selection  choosing hyper-parameters on a validation split and testing on fixed folds (Arora et al., 2020):
+               precomputed-kernel SVMs, trained networks, any classifier
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "device", "data", "activations", "layers", "kernels", "empirical", "models", "predict", "bounds", "train",
-    "langevin", "ndk", "drift", "early_stopping", "stats", "plot", "benchmark",
+    "langevin", "ndk", "drift", "early_stopping", "stats", "plot", "benchmark", "selection",
 )
 __all__ = ["__version__", *_SUBMODULES]
 
