@@ -388,3 +388,17 @@ def test_gaussian_expectations_at_perfect_correlation_scale_exactly():
         e, e_dot = kernels.gaussian_expectations(torch.relu, q * scale, q * scale, q * scale)
         torch.testing.assert_close(e / scale, q / 2, rtol=1e-14, atol=0)
         torch.testing.assert_close(e_dot, torch.full_like(q, 0.5), rtol=1e-14, atol=0)  # E[relu′(u)²] = 1/2
+
+
+def test_cntk_network_with_several_outputs_has_the_same_kernel_and_a_classifier_module():
+    """``out_features`` changes the readout's width, not the kernel; the module gives one output per class."""
+    x = torch.randn(3, 1, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for gap in (False, True):
+        one = kernels.cntk_network(2, gap=gap).kernel(x)
+        ten = kernels.cntk_network(2, gap=gap, out_features=10).kernel(x)
+        assert torch.allclose(one.ntk, ten.ntk, rtol=1e-14) and torch.allclose(one.nngp, ten.nngp, rtol=1e-14)
+        assert torch.allclose(ten.ntk, kernels.cntk(x, depth=2, gap=gap).ntk, rtol=1e-14)
+        net = kernels.cntk_network(2, gap=gap, channels=4, out_features=10).module((1, 5, 5), seed=0)
+        assert net(x).shape == (3, 10)
+    with pytest.raises(ValueError, match="out_features"):
+        kernels.cntk_network(1, out_features=0)
