@@ -135,10 +135,10 @@ def fc(x1, x2=None, *, depth: int, activation="relu", weight_var: float = 2.0, b
 def cntk_network(depth: int, *, gap: bool = True, kernel_size=3, weight_var: float = 2.0, bias_var: float = 0.0,
                  fix: bool = False, channels: int = 1, out_features: int = 1) -> layers.Serial:
     """The CNN of Arora et al. 2019 (their Section 4): ``depth`` convolutions with ``channels`` channels, "same"
-    padding and ReLU, then global average pooling (``gap``) or flattening, and a Dense readout with
-    ``out_features`` outputs (one per class for a classifier; the kernels are those of each output, the same for
-    all); every weight layer with ``weight_var`` (their ``c_σ = 2``), ``bias_var``. ``fix`` freezes the first convolution and the readout
-    (their ``fix`` variant). Their depth counts the readout: theirs is ``depth + 1``. ``1 ≤ depth ≤ 1000``."""
+    padding and ReLU, then global average pooling (``gap``) or flattening, and a Dense readout with ``out_features``
+    outputs (one per class for a classifier; the kernels are those of each output, the same for all); every weight
+    layer with ``weight_var`` (their ``c_σ = 2``), ``bias_var``. ``fix`` freezes the first convolution and the
+    readout (their ``fix`` variant). Their depth counts the readout: theirs is ``depth + 1``. ``1 ≤ depth ≤ 1000``."""
     depth = check_depth(depth, "depth", low=1)
     if not isinstance(gap, bool) or not isinstance(fix, bool):
         raise ValueError(f"gap and fix must be True or False, got gap={gap!r}, fix={fix!r}")
