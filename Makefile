@@ -29,7 +29,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(PY) -m pip download --quiet --no-build-isolation -c requirements.txt -d $(WHEELHOUSE) . ipykernel
+	$(PY) -m pip download --quiet --no-build-isolation -c requirements.txt -d $(WHEELHOUSE) ".[graphs]" ipykernel
 	touch $(STAMP)
 
 ## The whole book, every chapter executed, into _build/html (open _build/html/index.html).

@@ -12,6 +12,7 @@ included). With no repository set, no launch button.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -29,15 +30,26 @@ WHEEL_DIR = "_downloads"
 # What Jupyter Book puts in repository.url when _config.yml sets none: not this book's repository.
 _PLACEHOLDER_REPOSITORY = "https://github.com/executablebooks/jupyter-book"
 _INSTALL = '''\
-# ntkcore, the library of this book, installed when this Python lacks it (on Colab, or in a new environment).
+# ntkcore, the library of this book{extras_note}, installed when this Python lacks it
+# (on Colab, or in a new environment).
 import importlib.util, pathlib, subprocess, sys
-if importlib.util.find_spec("ntkcore") is None:
-    source = {source!r}
-    if source.endswith(".whl") and not pathlib.Path(source).exists():
+if any(importlib.util.find_spec(m) is None for m in {modules!r}):
+    wheel = {wheel!r}
+    if wheel.endswith(".whl") and not pathlib.Path(wheel).exists():
         raise FileNotFoundError({missing!r})
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", source])
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", {requirement!r}])
     importlib.invalidate_caches()
 '''
+# Optional dependencies of ntkcore (its extras in pyproject.toml) that a chapter's code may import: module -> extra.
+# A downloaded notebook that imports one installs ntkcore with that extra.
+EXTRAS = {"grakel": "graphs"}
+
+
+def chapter_extras(cells) -> list[str]:
+    """The extras of :data:`EXTRAS` whose module the code cells import (``import m`` or ``from m ...``), sorted."""
+    code = "\n".join(c.source for c in cells if c.cell_type == "code")
+    return sorted({extra for module, extra in EXTRAS.items()
+                   if re.search(rf"^\s*(import|from)\s+{re.escape(module)}\b", code, flags=re.MULTILINE)})
 
 
 def repository_url(app: Sphinx) -> str | None:
@@ -61,17 +73,21 @@ def build_wheel(out: Path) -> Path:
     return wheel
 
 
-def install_cell(app: Sphinx) -> str:
-    """The source of the first cell of every downloaded notebook: install ``ntkcore`` when it is missing."""
+def install_cell(app: Sphinx, extras=()) -> str:
+    """The source of the first cell of every downloaded notebook: install ``ntkcore`` (with ``extras``, e.g.
+    ``["graphs"]`` for a chapter that imports grakel) when it or a module of those extras is missing."""
     wheel = app.env.ntkcore_wheel
+    tag = f"[{','.join(extras)}]" if extras else ""
     if url := repository_url(app):
-        source = f"ntkcore @ git+{url}"
+        requirement, local = f"ntkcore{tag} @ git+{url}", ""
     elif app.config.html_baseurl:
-        source = f"{app.config.html_baseurl.rstrip('/')}/{WHEEL_DIR}/{wheel}"
+        requirement, local = f"ntkcore{tag} @ {app.config.html_baseurl.rstrip('/')}/{WHEEL_DIR}/{wheel}", ""
     else:
-        source = wheel
+        requirement, local = f"{wheel}{tag}", wheel          # pip reads "file.whl[extra]" as the file with extras
+    modules = ["ntkcore"] + [m for m, e in EXTRAS.items() if e in extras]
     missing = f"download {wheel} from the book's first page and put it next to this notebook"
-    return _INSTALL.format(source=source, missing=missing)
+    note = f" (with its extras {', '.join(extras)})" if extras else ""
+    return _INSTALL.format(extras_note=note, modules=modules, wheel=local, requirement=requirement, missing=missing)
 
 
 def plain_notebook(app: Sphinx, executed: Path, pagename: str) -> nbformat.NotebookNode:
@@ -82,7 +98,7 @@ def plain_notebook(app: Sphinx, executed: Path, pagename: str) -> nbformat.Noteb
               **markdown.equation_numbers(nb.cells)}
     cites = _references(app)
     cited = markdown.cited_keys("\n".join(c.source for c in nb.cells if c.cell_type == "markdown"))
-    cells = [nbformat.v4.new_code_cell(install_cell(app)),
+    cells = [nbformat.v4.new_code_cell(install_cell(app, chapter_extras(nb.cells))),
              nbformat.v4.new_markdown_cell(markdown.macros_cell(ROOT / "_config.yml"))]
     for cell in nb.cells:
         if "hidden-check" in cell.metadata.get("tags", []):        # the autograder's tests, not the reader's

@@ -10,6 +10,8 @@ part of each of the four ``folds`` and scored on their test parts; the reported 
 - :func:`select_and_test`: the protocol for any classifier, given as a function ``score(candidate, train, test)``;
 - :func:`svm_accuracy`, :func:`svm_selection`: a support vector machine on a precomputed kernel matrix (the NTK,
   the NNGP, or any other kernel), chosen over a family of kernels and the penalty ``C``;
+- :func:`svm_fold_accuracies`: the same SVM on every fold of a k-fold split, for every penalty (the 10-fold
+  protocol of the graph kernels, book chapter "The graph NTK");
 - :func:`mlp_accuracy`: a fully connected network of :class:`ntkcore.models.MLP` trained by full-batch gradient
   descent with momentum on the cross-entropy.
 
@@ -33,7 +35,7 @@ from ._checks import as_numpy, check_choice, check_int, check_real, square
 from .models import PARAMETERIZATIONS, MLP
 from .train import fit
 
-__all__ = ["Selection", "select_and_test", "svm_accuracy", "svm_selection", "mlp_accuracy"]
+__all__ = ["Selection", "select_and_test", "svm_accuracy", "svm_fold_accuracies", "svm_selection", "mlp_accuracy"]
 
 
 class Selection(NamedTuple):
@@ -133,17 +135,50 @@ def svm_accuracy(kernel, y, train, test, C: float) -> float:
     -------
     float, the fraction of ``test`` rows classified correctly.
     """
-    from sklearn.svm import SVC
-
     K = square(kernel, "kernel", symmetric=True).double().cpu().numpy()
     n = K.shape[0]
     labels = _classes(y, n)
     train, test = _rows(train, "train", n), _rows(test, "test", n)
     C = check_real(C, "C", low=0.0, low_open=True)
+    return _svm_score(K, labels, train, test, C)
+
+
+def _svm_score(K: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray, C: float) -> float:
+    """The fit and score of :func:`svm_accuracy` on checked inputs (numpy ``K``, classes, row indices, ``C``)."""
+    from sklearn.svm import SVC
+
     if np.unique(labels[train]).size < 2:
         raise ValueError("the training rows hold a single class; a classifier needs at least two")
     clf = SVC(kernel="precomputed", C=C).fit(K[np.ix_(train, train)], labels[train])
     return float(np.mean(clf.predict(K[np.ix_(test, train)]) == labels[test]))
+
+
+def svm_fold_accuracies(kernel, y, folds: Sequence, C: Sequence[float]) -> np.ndarray:
+    """The accuracies of :func:`svm_accuracy` for every penalty of ``C`` on every ``(train, test)`` pair of
+    ``folds``, with the inputs checked once (k-fold cross-validation, e.g. over scikit-learn's
+    ``StratifiedKFold(...).split``, which yields such pairs).
+
+    Parameters
+    ----------
+    kernel : array ``(n, n)``, as in :func:`svm_accuracy`. y : ``(n,)`` integer classes.
+    folds : a non-empty sequence (or iterable) of ``(train, test)`` pairs of integer row indices.
+    C : penalties > 0, a non-empty list or 1-d array.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape ``(len(C), len(folds))``: entry ``[i, j]`` is ``svm_accuracy(kernel, y,
+    *folds[j], C[i])``.
+    """
+    K = square(kernel, "kernel", symmetric=True).double().cpu().numpy()
+    n = K.shape[0]
+    labels = _classes(y, n)
+    if isinstance(C, (str, bytes)) or np.ndim(C) != 1 or len(C) == 0:
+        raise ValueError(f"C must be a non-empty sequence of penalties > 0, e.g. [0.1, 1.0, 10.0], got {C!r}")
+    penalties = [check_real(c, "C", low=0.0, low_open=True) for c in C]
+    pairs = [(_rows(tr, "train", n), _rows(te, "test", n)) for tr, te in folds]
+    if not pairs:
+        raise ValueError("folds must hold at least one (train, test) pair")
+    return np.array([[_svm_score(K, labels, tr, te, c) for tr, te in pairs] for c in penalties])
 
 
 def svm_selection(kernels: Mapping, y, dataset, C: Sequence[float]) -> Selection:

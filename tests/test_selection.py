@@ -27,7 +27,8 @@ import pytest
 
 import ntkcore.selection
 from ntkcore import data
-from ntkcore.selection import Selection, mlp_accuracy, select_and_test, svm_accuracy, svm_selection
+from ntkcore.selection import (Selection, mlp_accuracy, select_and_test, svm_accuracy, svm_fold_accuracies,
+                               svm_selection)
 
 
 class FakeData(NamedTuple):
@@ -307,3 +308,41 @@ def test_mlp_accuracy_bad_input():
         mlp_accuracy(x, y.astype(float), train, test, **kw)
     with pytest.raises(ValueError, match="^test must"):
         mlp_accuracy(x, y, train, np.array([60]), **kw)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# svm_fold_accuracies
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_svm_fold_accuracies_is_svm_accuracy_on_every_fold_and_penalty():
+    from sklearn.model_selection import StratifiedKFold
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 3))
+    y = (x[:, 0] + 0.5 * rng.standard_normal(40) > 0).astype(int)
+    K = x @ x.T + 1.0
+    folds = list(StratifiedKFold(4, shuffle=True, random_state=0).split(x, y))
+    C = [0.01, 1.0, 100.0]
+    got = svm_fold_accuracies(K, y, folds, C)
+    assert got.shape == (3, 4) and got.dtype == np.float64
+    for i, c in enumerate(C):
+        for j, (tr, te) in enumerate(folds):
+            assert got[i, j] == svm_accuracy(K, y, tr, te, c)
+    assert np.array_equal(svm_fold_accuracies(K, y, iter(folds), np.array(C)), got)  # any iterable, any 1-d array
+
+
+def test_svm_fold_accuracies_bad_input():
+    K, y = np.eye(4), np.array([0, 1, 0, 1])
+    folds = [(np.array([0, 1]), np.array([2, 3]))]
+    with pytest.raises(ValueError, match="C must be a non-empty sequence"):
+        svm_fold_accuracies(K, y, folds, [])
+    with pytest.raises(ValueError, match="C must be a non-empty sequence"):
+        svm_fold_accuracies(K, y, folds, 1.0)
+    with pytest.raises(ValueError, match="C"):
+        svm_fold_accuracies(K, y, folds, [0.0])
+    with pytest.raises(ValueError, match="folds must hold at least one"):
+        svm_fold_accuracies(K, y, [], [1.0])
+    with pytest.raises(ValueError, match="test must be a non-empty"):
+        svm_fold_accuracies(K, y, [(np.array([0, 1]), np.array([4]))], [1.0])
+    with pytest.raises(ValueError, match="single class"):
+        svm_fold_accuracies(K, y, [(np.array([0, 2]), np.array([1]))], [1.0])

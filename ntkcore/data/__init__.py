@@ -6,6 +6,8 @@ sets :func:`iris`, :func:`wine`, :func:`breast_cancer`, and synthetic sets: :fun
 The 45 small UCI data sets of Arora et al. (ICLR 2020), in the preprocessing and splits of Fernández-Delgado et
 al. (JMLR 2014), shipped in the package: :func:`uci`, :func:`uci_names`, and their table of 179 classifiers,
 :func:`uci_reference`.
+Graph classification (MUTAG, PTC, PROTEINS in the GIN/GNTK format), shipped in the package: :func:`graphs`,
+:func:`graph_names`.
 Opt-in downloads with a verified cache: :func:`mnist`, :func:`fashion_mnist`, :func:`cifar10`.
 Label noise: :func:`symmetric_noise`, :func:`transition_noise`. :func:`available` lists everything.
 
@@ -19,6 +21,7 @@ Every loader returns a :class:`Dataset` that unpacks as ``(x_train, y_train, x_t
 from .bundled import breast_cancer, digits, iris, wine
 from .catalog import DatasetInfo, available, load
 from .dataset import Dataset, one_hot
+from .graphs import GraphDataset, graph_names, graphs
 from .download import DownloadError, cache_dir
 from .noise import symmetric_noise, symmetric_transition, transition_noise
 from .preprocess import preprocess
@@ -31,4 +34,5 @@ __all__ = [
     "fashion_mnist", "iris", "load", "mnist", "one_hot", "orthogonal_synthetic", "preprocess", "sphere",
     "symmetric_noise", "symmetric_transition", "transition_noise", "two_gaussians", "wine",
     "UCIDataset", "UCIReference", "uci", "uci_names", "uci_reference",
+    "GraphDataset", "graph_names", "graphs",
 ]
