@@ -55,31 +55,15 @@ deflated at level 9, so the same sources and the same zlib give the same bytes a
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import pathlib
 import sys
-import zipfile
 
 import numpy as np
+from _packing import npz_bytes, write_or_check
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "ntkcore" / "data" / "graphs_data"
 NAMES = ("MUTAG", "PTC", "PROTEINS")
 N_FOLDS = 10
-
-
-def _npz_bytes(arrays: dict) -> bytes:
-    """A ``.npz`` (the format of ``numpy.savez_compressed``) with a fixed time stamp: same arrays, same bytes."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for key, value in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, member.getvalue(), compresslevel=9)
-    return buf.getvalue()
 
 
 def _fail(what: str) -> None:
@@ -170,22 +154,8 @@ def main(argv=None) -> int:
     parser.add_argument("source", type=pathlib.Path, help="folder with NAME.txt and NAME_10fold_idx/")
     parser.add_argument("--check", action="store_true", help="compare with the packed files, write nothing")
     args = parser.parse_args(argv)
-    packed = {name: _npz_bytes(pack_dataset(args.source, name)) for name in NAMES}
-    differ = []
-    if not args.check:
-        OUT.mkdir(exist_ok=True)
-    for name, blob in packed.items():
-        target = OUT / f"{name}.npz"
-        if args.check:
-            if not target.is_file() or target.read_bytes() != blob:
-                differ.append(name)
-        else:
-            target.write_bytes(blob)
-        print(f'    "{name}": "{hashlib.sha256(blob).hexdigest()}",')
-    print(f"{len(packed)} data sets, {sum(map(len, packed.values())) / 1e6:.2f} MB", file=sys.stderr)
-    if differ:
-        print(f"differ from the packed files: {', '.join(differ)}", file=sys.stderr)
-    return 1 if differ else 0
+    packed = {name: npz_bytes(pack_dataset(args.source, name)) for name in NAMES}
+    return write_or_check(packed, OUT, args.check, f"{len(packed)} data sets")
 
 
 if __name__ == "__main__":

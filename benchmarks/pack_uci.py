@@ -53,32 +53,16 @@ deflated at level 9, so the same sources and the same zlib give the same bytes a
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import pathlib
 import re
 import sys
-import zipfile
 
 import numpy as np
+from _packing import npz_bytes, write_or_check
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "ntkcore" / "data" / "uci_data"
 N_FOLDS = 4
 N_CLASSIFIERS = 179
-
-
-def _npz_bytes(arrays: dict) -> bytes:
-    """A ``.npz`` (the format of ``numpy.savez_compressed``) with a fixed time stamp: same arrays, same bytes."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for key, value in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, member.getvalue(), compresslevel=9)
-    return buf.getvalue()
 
 
 def _indices(line: str, n: int, what: str) -> np.ndarray:
@@ -170,24 +154,10 @@ def main(argv=None) -> int:
     parser.add_argument("source", type=pathlib.Path, help="folder with <name>/ subfolders and fd_results.txt")
     parser.add_argument("--check", action="store_true", help="compare with the packed files, write nothing")
     args = parser.parse_args(argv)
-    packed = {folder.name: _npz_bytes(pack_dataset(folder))
+    packed = {folder.name: npz_bytes(pack_dataset(folder))
               for folder in sorted(p for p in args.source.iterdir() if p.is_dir())}
-    packed["fd_results"] = _npz_bytes(pack_reference(args.source / "fd_results.txt"))
-    differ = []
-    if not args.check:
-        OUT.mkdir(exist_ok=True)
-    for name, blob in packed.items():
-        target = OUT / f"{name}.npz"
-        if args.check:
-            if not target.is_file() or target.read_bytes() != blob:
-                differ.append(name)
-        else:
-            target.write_bytes(blob)
-        print(f'    "{name}": "{hashlib.sha256(blob).hexdigest()}",')
-    print(f"{len(packed) - 1} data sets, {sum(map(len, packed.values())) / 1e6:.2f} MB", file=sys.stderr)
-    if differ:
-        print(f"differ from the packed files: {', '.join(differ)}", file=sys.stderr)
-    return 1 if differ else 0
+    packed["fd_results"] = npz_bytes(pack_reference(args.source / "fd_results.txt"))
+    return write_or_check(packed, OUT, args.check, f"{len(packed) - 1} data sets")
 
 
 if __name__ == "__main__":

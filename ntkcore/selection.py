@@ -153,6 +153,13 @@ def _svm_score(K: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.nd
     return float(np.mean(clf.predict(K[np.ix_(test, train)]) == labels[test]))
 
 
+def _penalties(C) -> list[float]:
+    """The SVM penalties ``C``: a non-empty list or 1-d array of numbers > 0."""
+    if isinstance(C, (str, bytes)) or np.ndim(C) != 1 or len(C) == 0:
+        raise ValueError(f"C must be a sequence of penalties > 0, e.g. [0.1, 1.0, 10.0], got {C!r}")
+    return [check_real(c, "C", low=0.0, low_open=True) for c in C]
+
+
 def svm_fold_accuracies(kernel, y, folds: Sequence, C: Sequence[float]) -> np.ndarray:
     """The accuracies of :func:`svm_accuracy` for every penalty of ``C`` on every ``(train, test)`` pair of
     ``folds``, with the inputs checked once (k-fold cross-validation, e.g. over scikit-learn's
@@ -172,9 +179,7 @@ def svm_fold_accuracies(kernel, y, folds: Sequence, C: Sequence[float]) -> np.nd
     K = square(kernel, "kernel", symmetric=True).double().cpu().numpy()
     n = K.shape[0]
     labels = _classes(y, n)
-    if isinstance(C, (str, bytes)) or np.ndim(C) != 1 or len(C) == 0:
-        raise ValueError(f"C must be a non-empty sequence of penalties > 0, e.g. [0.1, 1.0, 10.0], got {C!r}")
-    penalties = [check_real(c, "C", low=0.0, low_open=True) for c in C]
+    penalties = _penalties(C)
     pairs = [(_rows(tr, "train", n), _rows(te, "test", n)) for tr, te in folds]
     if not pairs:
         raise ValueError("folds must hold at least one (train, test) pair")
@@ -197,11 +202,7 @@ def svm_selection(kernels: Mapping, y, dataset, C: Sequence[float]) -> Selection
     """
     if not isinstance(kernels, Mapping) or not kernels:
         raise ValueError("kernels must be a non-empty mapping key -> kernel matrix")
-    if isinstance(C, (str, bytes)) or np.ndim(C) != 1:
-        raise ValueError(f"C must be a sequence of penalties > 0, e.g. [0.1, 1.0, 10.0], got {C!r}")
-    penalties = [check_real(c, "C", low=0.0, low_open=True) for c in C]
-    if not penalties:
-        raise ValueError("C must hold at least one penalty > 0")
+    penalties = _penalties(C)
     candidates = [(key, c) for key in kernels for c in penalties]
     return select_and_test(lambda cand, tr, te: svm_accuracy(kernels[cand[0]], y, tr, te, cand[1]),
                            candidates, dataset)

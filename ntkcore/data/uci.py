@@ -43,14 +43,13 @@ its docstring states every step, and ``--check`` confirms that the shipped bytes
 """
 from __future__ import annotations
 
-import hashlib
-import io
 from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
 
 from .._checks import check_choice
+from .packed import read_packed
 
 _ROOT = resources.files(__package__) / "uci_data"
 """Where the packed files live: ``ntkcore/data/uci_data/`` of the installed package."""
@@ -186,19 +185,8 @@ def uci_names() -> list[str]:
 
 
 def _read(key: str) -> dict:
-    """The arrays of packed file ``key``, after checking its SHA-256."""
-    path = _ROOT / f"{key}.npz"
-    try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise RuntimeError(f"the packed data file {path} is missing; reinstall ntkcore (an install without its "
-                           "package data)") from None
-    got = hashlib.sha256(blob).hexdigest()
-    if got != _SHA256[key]:
-        raise RuntimeError(f"the packed data file {path} is corrupted: its SHA-256 is {got}, expected "
-                           f"{_SHA256[key]}; reinstall ntkcore")
-    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
+    """The arrays of packed file ``key``, after checking its SHA-256 (:func:`ntkcore.data.packed.read_packed`)."""
+    return read_packed(_ROOT, key, _SHA256)
 
 
 def uci(name: str) -> UCIDataset:
