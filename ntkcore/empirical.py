@@ -213,10 +213,11 @@ def _sizes(params: dict) -> tuple[int, int]:
     return sum(p.numel() for p in params.values()), ref.element_size()
 
 
-def _jacobian_method(model, params, n_out: int, saved: int) -> _Method:
+def _jacobian_method(model, params, n_out: int, saved: int, trace: bool) -> _Method:
     """Per-example Jacobians ``(b, O, P_k)`` per parameter tensor by ``vmap(jacrev)``, contracted by one matrix
     product per parameter tensor. Memory per example: ``O·P`` entries kept, up to as many again while ``jacrev``
-    assembles them, and the backward pass's activations for ``O`` cotangents."""
+    assembles them, and the backward pass's activations for ``O`` cotangents. ``trace``: only the sum of the
+    diagonal blocks, as a ``(b_r, b_c, 1, 1)`` block (O times fewer operations)."""
     def f_single(p, *xs):
         return functional_call(model, p, tuple(x.unsqueeze(0) for x in xs)).reshape(-1)
 
@@ -226,8 +227,9 @@ def _jacobian_method(model, params, n_out: int, saved: int) -> _Method:
 
     def contract(d1, d2):
         n1, n2 = d1[0].shape[0], d2[0].shape[0]
-        gram = sum(a.reshape(n1 * n_out, -1) @ b.reshape(n2 * n_out, -1).T for a, b in zip(d1, d2))
-        return gram.reshape(n1, n_out, n2, n_out).permute(0, 2, 1, 3)
+        o = 1 if trace else n_out  # traced: Σ_a J_a(x1)·J_a(x2), one (O·P)-long dot product per pair
+        gram = sum(a.reshape(n1 * o, -1) @ b.reshape(n2 * o, -1).T for a, b in zip(d1, d2))
+        return gram.reshape(n1, o, n2, o).permute(0, 2, 1, 3)
 
     n_params, item = _sizes(params)
     kept = n_out * n_params * item
@@ -279,7 +281,9 @@ def _layerwise_records(mods, x):
     return records, h
 
 
-def _layerwise_method(mods, n_out: int, dtype: torch.dtype) -> _Method:
+def _layerwise_method(mods, n_out: int, dtype: torch.dtype, trace: bool) -> _Method:
+    """``trace``: only the sum over outputs of the diagonal blocks, ``Σ_a δ_{i,a}·δ_{j,a}`` per layer, as a
+    ``(b_r, b_c, 1, 1)`` block (O times fewer operations in the sensitivities' Gram matrices)."""
     def prepare(args):
         """Per dense layer: (input a (b, fan_in), sensitivity δ (b, O, fan_out), layer)."""
         records, h = _layerwise_records(mods, args[0])
@@ -312,8 +316,8 @@ def _layerwise_method(mods, n_out: int, dtype: torch.dtype) -> _Method:
                 inputs = torch.addmm(a1.new_tensor(bias_term), a1, a2.T, alpha=w_scale ** 2)
             else:
                 inputs = a1.new_full((a1.shape[0], a2.shape[0]), bias_term)
-            n1, _, width = g1.shape
-            sens = (g1.reshape(n1 * n_out, width) @ g2.reshape(-1, width).T).reshape(n1, n_out, -1, n_out)
+            n1, o, n2 = g1.shape[0], (1 if trace else n_out), g2.shape[0]
+            sens = (g1.reshape(n1 * o, -1) @ g2.reshape(n2 * o, -1).T).reshape(n1, o, n2, o)
             inputs = inputs[:, None, :, None]
             total = inputs * sens if total is None else torch.addcmul(total, inputs, sens)
         return total.permute(0, 2, 1, 3)
@@ -326,11 +330,13 @@ def _layerwise_method(mods, n_out: int, dtype: torch.dtype) -> _Method:
                    lambda b, r: 4 * b * widths + 2 * b * b * n_out ** 2 * item + 6 * b * r * n_out ** 2 * item)
 
 
-def _method(name: str, model, params, mods, n_out: int, saved: int) -> _Method:
+def _method(name: str, model, params, mods, n_out: int, saved: int, trace: bool) -> _Method:
+    """The method ``name``; ``trace`` asks the layerwise and Jacobian methods for the summed diagonal blocks only
+    (``"vjp-jvp"`` computes every block, which :func:`ntk` then traces)."""
     if name == "layerwise":
-        return _layerwise_method(mods, n_out, next(iter(params.values())).dtype)
+        return _layerwise_method(mods, n_out, next(iter(params.values())).dtype, trace)
     if name == "jacobian":
-        return _jacobian_method(model, params, n_out, saved)
+        return _jacobian_method(model, params, n_out, saved, trace)
     return _vjp_jvp_method(model, params, n_out, saved)
 
 
@@ -529,18 +535,22 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", trace_outputs: b
     if method == "auto":
         method = "layerwise" if mods is not None else "jacobian"
     n_out, saved = _fit(model, x1, x2, mods, method)
-    impl = _method(method, model, params, mods, n_out, saved)
+    fused = trace_outputs and method != "vjp-jvp"  # the method sums the diagonal blocks itself
+    impl = _method(method, model, params, mods, n_out, saved, fused)
     n1, n2 = x1[0].shape[0], (x1 if x2 is None else x2)[0].shape[0]
     plan = _plan(impl, method, max(n1, n2), max_memory, batch_size)
-    check_memory(n1 * n2 * n_out ** 2 * x1[0].element_size(), f"the NTK of {n1} x {n2} examples with {n_out} outputs",
+    o = 1 if fused else n_out
+    check_memory(n1 * n2 * o ** 2 * x1[0].element_size(), f"the NTK of {n1} x {n2} examples with {n_out} outputs",
                  x1[0].device)
-    out = x1[0].new_empty(n1, n2, n_out, n_out)
+    out = x1[0].new_empty(n1, n2, o, o)
     with torch.no_grad():
         if x2 is None:
             _symmetric(impl, x1, plan, out)
         else:
             _cross(impl, x1, x2, plan, out)
     finite_result(out, "NTK", "x1" if x2 is None else "x1 or x2")
+    if fused:
+        return out[:, :, 0, 0] / n_out
     if trace_outputs:
         return out.diagonal(dim1=2, dim2=3).mean(-1)
     return out[:, :, 0, 0] if n_out == 1 else out

@@ -238,7 +238,17 @@ class Linearized(nn.Module):
         return f0 + jdelta
 
 
-def linearize(model: nn.Module) -> Linearized:
-    """The linearization ``f_lin(x; θ) = f(x; θ0) + J(x)(θ − θ0)`` of ``model`` around its current parameters
-    (see :class:`Linearized`); the model itself is copied, not changed."""
+def linearize(model: nn.Module, state: dict | None = None) -> Linearized:
+    """The linearization ``f_lin(x; θ) = f(x; θ0) + J(x)(θ − θ0)`` of ``model`` around its current parameters, or
+    around ``state``, a ``state_dict`` of the same model (a snapshot taken during training: book Chapter 11 trains
+    in the tangent space of a later time t̃). See :class:`Linearized`; the model itself is copied, not changed."""
+    if state is not None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        snapshot = copy.deepcopy(model)
+        try:
+            snapshot.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as err:
+            raise ValueError(f"state must be a state_dict of model (same names and shapes): {err}") from None
+        model = snapshot
     return Linearized(model)

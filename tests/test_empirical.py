@@ -301,6 +301,21 @@ def test_trace_outputs_is_the_mean_over_outputs_and_one_output_is_two_dimensiona
     assert empirical.ntk(single, x, _x(2, 3)).shape == (5, 2)
 
 
+@pytest.mark.parametrize("method", ["layerwise", "jacobian"])
+def test_traced_blocks_cross_and_in_small_blocks(method, monkeypatch):
+    """The layerwise and Jacobian methods sum the diagonal blocks themselves: cross kernels and block plans (the
+    panel plumbing with (b, b, 1, 1) blocks) agree with the trace of the full kernel."""
+    net = models.MLP(3, 6, 2, 4, seed=1)
+    x1, x2 = _x(7, 3), _x(5, 3) + 1
+    full = empirical.ntk(net, x1, x2, method="vjp-jvp")
+    expected = full.diagonal(dim1=2, dim2=3).mean(-1)
+    monkeypatch.setattr(empirical, "_plan", lambda *args: empirical._Plan(block=2, panel=2))
+    torch.testing.assert_close(empirical.ntk(net, x1, x2, method=method, trace_outputs=True), expected,
+                               rtol=0, atol=1e-12)
+    sym = empirical.ntk(net, x1, method="vjp-jvp").diagonal(dim1=2, dim2=3).mean(-1)
+    torch.testing.assert_close(empirical.ntk(net, x1, method=method, trace_outputs=True), sym, rtol=0, atol=1e-12)
+
+
 def test_inputs_follow_the_model_dtype():
     """Numpy inputs are converted to the model's dtype; a tensor of another floating dtype is refused (the library's
     policy for mixed inputs, ntkcore._checks)."""
