@@ -23,6 +23,8 @@ Modules (imported lazily, so ``import ntkcore`` stays fast):
     benchmark  comparing classifiers over many data sets: Friedman rank, P90/P95, PMA (Arora et al., 2020)
     selection  choosing hyper-parameters on a validation split and testing on fixed folds (Arora et al., 2020):
                precomputed-kernel SVMs, trained networks, any classifier
+    motion     how far the tangent kernel moves in training (kernel distance and velocity), barriers between
+               networks, parent-child spawning (Fort et al., 2020)
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "device", "data", "activations", "layers", "kernels", "empirical", "models", "predict", "bounds", "train",
-    "langevin", "ndk", "drift", "early_stopping", "stats", "plot", "benchmark", "selection",
+    "langevin", "ndk", "drift", "early_stopping", "stats", "plot", "benchmark", "selection", "motion",
 )
 __all__ = ["__version__", *_SUBMODULES]
 

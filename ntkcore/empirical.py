@@ -507,7 +507,8 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", trace_outputs: b
         "layerwise", "jacobian" or "vjp-jvp"; all are exact and agree to rounding.
     trace_outputs : if True, return the *mean* over outputs of the diagonal blocks, ``(1/O) Σ_a Θ_aa`` (the
         neural-tangents ``trace_axes`` convention, which divides the trace by the number of outputs), so the result
-        converges to the scalar analytic NTK.
+        converges to the scalar analytic NTK. The ``"layerwise"`` and ``"jacobian"`` methods then compute only that
+        sum, O times fewer operations than the full ``(O, O)`` blocks.
     batch_size : examples per block; ``None`` chooses it from ``max_memory``. An explicit value overrides that
         choice (at least one kept and one streamed block are held, whatever their size).
     max_memory : bound in bytes (``None``: :data:`DEFAULT_MAX_MEMORY`, 2 GiB) on what is held besides the result ``(n1, n2, O, O)``: prepared
