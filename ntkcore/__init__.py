@@ -23,6 +23,7 @@ Modules (imported lazily, so ``import ntkcore`` stays fast):
     benchmark  comparing classifiers over many data sets: Friedman rank, P90/P95, PMA (Arora et al., 2020)
     selection  choosing hyper-parameters on a validation split and testing on fixed folds (Arora et al., 2020):
                precomputed-kernel SVMs, trained networks, any classifier
+    distributed  kernel matrices and kernel regression on Dask, beyond one machine (the extra "distributed")
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "device", "data", "activations", "layers", "kernels", "empirical", "models", "predict", "bounds", "train",
-    "langevin", "ndk", "drift", "early_stopping", "stats", "plot", "benchmark", "selection",
+    "langevin", "ndk", "drift", "early_stopping", "stats", "plot", "benchmark", "selection", "distributed",
 )
 __all__ = ["__version__", *_SUBMODULES]
 
