@@ -18,8 +18,9 @@ from bookext import markdown
 ROOT = Path(__file__).resolve().parents[1]
 # Roles of code cells, given as tags. A cell carries at most one of them.
 ROLES = ("setup", "answer", "solution", "check", "hidden-check")
-# Pages of the book that are not chapters with exercises: the preface, the guide for instructors, the back matter.
-NOT_CHAPTERS = {"intro", "appendix_instructors", "bibliography"}
+# Pages of the book that are not chapters with exercises: the preface, the guide for instructors, the appendix on
+# running at scale (a how-to around one small example), the back matter.
+NOT_CHAPTERS = {"intro", "appendix_instructors", "appendix_scaling", "bibliography"}
 MIN_EXERCISES, MIN_CODING = 3, 2
 
 

@@ -42,7 +42,7 @@ if any(importlib.util.find_spec(m) is None for m in {modules!r}):
 '''
 # Optional dependencies of ntkcore (its extras in pyproject.toml) that a chapter's code may import: module -> extra.
 # A downloaded notebook that imports one installs ntkcore with that extra.
-EXTRAS = {"grakel": "graphs"}
+EXTRAS = {"grakel": "graphs", "dask": "distributed", "distributed": "distributed"}
 
 
 def chapter_extras(cells) -> list[str]:

@@ -25,6 +25,7 @@ Modules (imported lazily, so ``import ntkcore`` stays fast):
                precomputed-kernel SVMs, trained networks, any classifier
     motion     how far the tangent kernel moves in training (kernel distance and velocity), barriers between
                networks, parent-child spawning (Fort et al., 2020)
+    distributed  kernel matrices and kernel regression on Dask, beyond one machine (the extra "distributed")
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "device", "data", "activations", "layers", "kernels", "empirical", "models", "predict", "bounds", "train",
     "langevin", "ndk", "drift", "early_stopping", "stats", "plot", "benchmark", "selection", "motion",
+    "distributed",
 )
 __all__ = ["__version__", *_SUBMODULES]
 

@@ -581,6 +581,23 @@ class Activation:
     def __repr__(self) -> str:
         return f"Activation({self.name!r})"
 
+    def __reduce_ex__(self, protocol):
+        """A registered activation pickles as its name and quadrature settings, so that networks travel to other
+        processes (the workers of :mod:`ntkcore.distributed`) without the registry's functions; any other pickles
+        field by field."""
+        registered = _REGISTRY.get(self.name)
+        if registered is not None and registered.fn is self.fn:
+            return _registered, (self.name, self.quadrature_degree, self.max_memory)
+        return super().__reduce_ex__(protocol)
+
+
+def _registered(name: str, degree: int, max_memory: int) -> Activation:
+    """The registered activation ``name`` with the quadrature settings of a pickled one."""
+    act = _REGISTRY[name]
+    if (degree, max_memory) == (act.quadrature_degree, act.max_memory):
+        return act
+    return dataclasses.replace(act, quadrature_degree=degree, max_memory=max_memory)
+
 
 _TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
 
