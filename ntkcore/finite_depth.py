@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import (as_tensor, check_bool, check_choice, check_depth, check_int, check_memory, check_real,
-                      class_labels, generator, square)
+from ._checks import (as_numpy, as_tensor, check_bool, check_choice, check_depth, check_int, check_memory,
+                      check_real, class_labels, finite_result, generator, square)
 from .device import resolve
 from .layers import ScaledLinear
 from .models import MLP
@@ -140,7 +140,7 @@ def mean_ntk_diagonal(widths, *, weight_var: float, sq_norm: float = 1.0, biases
 
 
 # ------------------------------------------------------------------------------------------- the exact sampler
-def sample_ntk_diagonal(n_networks: int, widths, *, weight_var: float, sq_norm: float = 1.0, seed) -> NTKParts:
+def sample_ntk_diagonal(n_networks: int, widths, *, weight_var, sq_norm: float = 1.0, seed) -> NTKParts:
     """Exact draws of the weight and bias parts of ``Θ(x, x)`` for ``n_networks`` independent random networks, from
     ``O(L)`` random numbers per network: no weight matrix is formed.
 
@@ -156,43 +156,59 @@ def sample_ntk_diagonal(n_networks: int, widths, *, weight_var: float, sq_norm: 
     :class:`ReluEnsemble` (with ``biases=True``) at an input of squared norm ``sq_norm``; the cost is ``O(N L)``
     whatever the widths.
 
-    With the same seed and widths, the draws at two values of ``weight_var`` use the same random numbers, so their
-    weight parts differ exactly by the factor ``(σw'²/σw²)^L`` (the chapter's lemma on the scale of the phases).
+    The chain is drawn once, at ``σw² = 2``; by the formulas above ``s_l`` scales as ``χ^l`` and ``d_l`` as
+    ``χ^{L+1−l}`` with ``χ = σw²/2``, so every value of ``weight_var`` uses the same random numbers (common random
+    numbers), and the weight parts at two values differ exactly by the factor ``(σw'²/σw²)^L`` (the chapter's lemma
+    on the scale of the phases).
 
     Parameters
     ----------
     n_networks : number N ≥ 1 of networks.
     widths : ``(n_0, n_1, ..., n_L)``.
-    weight_var : σw² > 0. sq_norm : ``‖x‖² > 0``.
+    weight_var : σw² > 0, or a 1-d sequence of S such values.
+    sq_norm : ``‖x‖² > 0``.
     seed : int or CPU ``torch.Generator`` (it seeds the numpy generator that draws the chi-squares).
 
     Returns
     -------
-    :class:`NTKParts` of two float64 CPU tensors ``(N,)``.
+    :class:`NTKParts` of two float64 CPU tensors, ``(N,)`` for one ``weight_var``, ``(S, N)`` for a sequence.
     """
     n_networks = check_int(n_networks, "n_networks", low=1)
     widths = _widths(widths)
-    sigma2 = check_real(weight_var, "weight_var", low=0.0, low_open=True)
+    many = isinstance(weight_var, (list, tuple, np.ndarray, torch.Tensor))
+    values = as_numpy(weight_var, "weight_var").ravel() if many else np.array([weight_var])
+    chis = [check_real(v, "weight_var", low=0.0, low_open=True) / 2.0 for v in values.tolist()]
+    if many and not chis:
+        raise ValueError("weight_var must hold at least one value")
     sq_norm = check_real(sq_norm, "sq_norm", low=0.0, low_open=True)
-    check_memory(8 * 6 * n_networks * len(widths), f"the sampler's {n_networks} networks", "cpu")
-    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator(seed))))
     depth = len(widths) - 1
-    sq = [np.full(n_networks, sq_norm)]  # s_l
-    active, backward = [], []  # k_l, and X_l drawn with the forward pass so that the stream is fixed
-    for layer in range(1, depth + 1):
-        k = np.where(sq[-1] > 0, rng.binomial(widths[layer], 0.5, size=n_networks), 0)
-        sq.append(sigma2 * sq[-1] / widths[layer - 1] * 2.0 * rng.standard_gamma(k / 2.0))
+    check_memory(8 * 4 * n_networks * (depth + 2) + 16 * len(chis) * n_networks, f"the sampler's {n_networks} "
+                 f"networks", "cpu")
+    sq, d = _chi_square_chain(n_networks, widths, sq_norm, generator(seed))
+    weights = torch.from_numpy(np.stack([chi ** depth * sum(s * e for s, e in zip(sq, d)) for chi in chis]))
+    biases = torch.from_numpy(np.stack([sum(chi ** (depth + 1 - l) * e for l, e in enumerate(d, start=1))
+                                        for chi in chis]))
+    weights = finite_result(weights, "weight part of the NTK", "weight_var or sq_norm")
+    return NTKParts(weights if many else weights[0], biases if many else biases[0])
+
+
+def _chi_square_chain(n: int, widths, sq_norm: float, gen) -> tuple[list, list]:
+    """The chain of :func:`sample_ntk_diagonal` at σw² = 2: ``[s_0, ..., s_{L}]`` and ``[d_1, ..., d_{L+1}]``."""
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
+    depth = len(widths) - 1
+    sq, active, backward = [np.full(n, sq_norm)], [], []
+    for layer in range(1, depth + 1):  # X_l is drawn with the forward pass, so that the stream is fixed
+        k = np.where(sq[-1] > 0, rng.binomial(widths[layer], 0.5, size=n), 0)
+        sq.append(2.0 * sq[-1] / widths[layer - 1] * 2.0 * rng.standard_gamma(k / 2.0))
         active.append(k)
         backward.append(2.0 * rng.standard_gamma(np.maximum(k - 1, 0) / 2.0))
-    f2 = sigma2 * sq[-1] / widths[-1] * rng.standard_normal(n_networks) ** 2
-    d = np.ones(n_networks)  # d_{L+1}
-    weights, biases = sq[-1] * d, d.copy()
+    f2 = 2.0 * sq[-1] / widths[-1] * rng.standard_normal(n) ** 2
+    d = [np.ones(n)]  # d_{L+1}, then downwards
     for layer in range(depth, 0, -1):
         alive = active[layer - 1] > 0
-        d = np.where(alive, f2 / np.where(alive, sq[layer], 1.0) + sigma2 * d * backward[layer - 1]
-                     / widths[layer], 0.0)
-        weights, biases = weights + sq[layer - 1] * d, biases + d
-    return NTKParts(torch.from_numpy(weights), torch.from_numpy(biases))
+        d.append(np.where(alive, f2 / np.where(alive, sq[layer], 1.0)
+                          + 2.0 * d[-1] * backward[layer - 1] / widths[layer], 0.0))
+    return sq, d[::-1]
 
 
 # ------------------------------------------------------------------------------------------------- ensembles
