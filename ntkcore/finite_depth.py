@@ -185,10 +185,11 @@ def sample_ntk_diagonal(n_networks: int, widths, *, weight_var, sq_norm: float =
     check_memory(8 * 4 * n_networks * (depth + 2) + 16 * len(chis) * n_networks, f"the sampler's {n_networks} "
                  f"networks", "cpu")
     sq, d = _chi_square_chain(n_networks, widths, sq_norm, generator(seed))
-    weights = torch.from_numpy(np.stack([chi ** depth * sum(s * e for s, e in zip(sq, d)) for chi in chis]))
-    biases = torch.from_numpy(np.stack([sum(chi ** (depth + 1 - l) * e for l, e in enumerate(d, start=1))
-                                        for chi in chis]))
-    weights = finite_result(weights, "weight part of the NTK", "weight_var or sq_norm")
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+        weights = np.stack([chi ** depth * sum(s * e for s, e in zip(sq, d)) for chi in chis])
+        biases = np.stack([sum(chi ** (depth + 1 - l) * e for l, e in enumerate(d, start=1)) for chi in chis])
+    weights, biases = (finite_result(torch.from_numpy(part), f"{name} part of the NTK", "weight_var or sq_norm")
+                       for part, name in ((weights, "weight"), (biases, "bias")))
     return NTKParts(weights if many else weights[0], biases if many else biases[0])
 
 

@@ -89,6 +89,16 @@ def test_sampler_scale_lemma_and_seeding():
                                                          seed=torch.Generator().manual_seed(0)).weights)
 
 
+def test_sampler_takes_several_weight_variances_at_once():
+    """A sequence of σw² gives (S, N) draws from one chain, the same as separate calls with the same seed."""
+    both = fd.sample_ntk_diagonal(500, [6, 4, 4, 4], weight_var=[1.0, 2.5], seed=9)
+    assert both.weights.shape == both.biases.shape == (2, 500)
+    for i, wv in enumerate((1.0, 2.5)):
+        one = fd.sample_ntk_diagonal(500, [6, 4, 4, 4], weight_var=wv, seed=9)
+        torch.testing.assert_close(both.weights[i], one.weights, rtol=1e-14, atol=0)
+        torch.testing.assert_close(both.biases[i], one.biases, rtol=1e-14, atol=0)
+
+
 # ---------------------------------------------------------------------------------------------------- ensembles
 @pytest.mark.parametrize("biases", [True, False])
 def test_ensemble_kernel_is_the_empirical_ntk_of_its_members(biases):
@@ -206,6 +216,9 @@ def test_block_structure_bad_input(kernel, labels, match):
     (lambda: fd.mean_ntk_diagonal([3, 2], weight_var=1.0, biases=1), "biases must be True or False"),
     (lambda: fd.sample_ntk_diagonal(0, [3, 2], weight_var=1.0, seed=0), "n_networks must be >= 1"),
     (lambda: fd.sample_ntk_diagonal(5, "abc", weight_var=1.0, seed=0), "widths must be a sequence"),
+    (lambda: fd.sample_ntk_diagonal(5, [3, 2], weight_var=[], seed=0), "at least one value"),
+    (lambda: fd.sample_ntk_diagonal(5, [3, 2], weight_var=[1.0, -1.0], seed=0), "weight_var must be > 0"),
+    (lambda: fd.sample_ntk_diagonal(5, [3, 2], weight_var=1e10, sq_norm=1e300, seed=0), "not representable"),
     (lambda: fd.ReluEnsemble(2, [3, 2], weight_var=1.0, seed=0).ntk(torch.ones(2, 4, dtype=F64)),
      r"x must have shape \(n, 3\)"),
     (lambda: fd.ReluEnsemble(2, [3, 2], weight_var=1.0, seed=0).ntk(torch.ones(1, 3, dtype=F64), parameterization="x"),
