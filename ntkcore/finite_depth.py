@@ -129,13 +129,17 @@ def mean_ntk_diagonal(widths, *, weight_var: float, sq_norm: float = 1.0, biases
     sq_norm = check_real(sq_norm, "sq_norm", low=0.0)
     biases = check_bool(biases, "biases")
     depth = len(widths) - 1
-    weights = sq_norm * r ** depth * (1.0 + sum(widths[1:]) / widths[0])
-    if not biases:
-        return NTKParts(weights, 0.0)
-    alive, bias = 1.0, 1.0  # the readout's bias: ∂f/∂b^{L+1} = 1
-    for layer in range(1, depth + 1):
-        bias += r ** (depth + 1 - layer) * alive
-        alive *= 1.0 - 2.0 ** -widths[layer]
+    try:
+        weights = sq_norm * r ** depth * (1.0 + sum(widths[1:]) / widths[0])
+        bias, alive = (1.0, 1.0) if biases else (0.0, 0.0)  # the readout's bias: ∂f/∂b^{L+1} = 1
+        for layer in range(1, depth + 1 if biases else 1):
+            bias += r ** (depth + 1 - layer) * alive
+            alive *= 1.0 - 2.0 ** -widths[layer]
+    except OverflowError:
+        weights = bias = math.inf
+    if not (math.isfinite(weights) and math.isfinite(bias)):
+        raise ValueError(f"the mean NTK is not representable in float64 for weight_var={2 * r!r}, "
+                         f"sq_norm={sq_norm!r} and depth {depth}; rescale weight_var or sq_norm")
     return NTKParts(weights, bias)
 
 
@@ -177,15 +181,16 @@ def sample_ntk_diagonal(n_networks: int, widths, *, weight_var, sq_norm: float =
     widths = _widths(widths)
     many = isinstance(weight_var, (list, tuple, np.ndarray, torch.Tensor))
     values = as_numpy(weight_var, "weight_var").ravel() if many else np.array([weight_var])
-    chis = [check_real(v, "weight_var", low=0.0, low_open=True) / 2.0 for v in values.tolist()]
+    chis = [np.float64(check_real(v, "weight_var", low=0.0, low_open=True) / 2.0) for v in values.tolist()]
     if many and not chis:
         raise ValueError("weight_var must hold at least one value")
     sq_norm = check_real(sq_norm, "sq_norm", low=0.0, low_open=True)
     depth = len(widths) - 1
-    check_memory(8 * 4 * n_networks * (depth + 2) + 16 * len(chis) * n_networks, f"the sampler's {n_networks} "
-                 f"networks", "cpu")
-    sq, d = _chi_square_chain(n_networks, widths, sq_norm, generator(seed))
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+    check_memory(8 * 4 * n_networks * (depth + 2) + 16 * len(chis) * n_networks,
+                 f"sample_ntk_diagonal with n_networks={n_networks}", "cpu")
+    gen = generator(seed)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # an overflow is reported below
+        sq, d = _chi_square_chain(n_networks, widths, sq_norm, gen)
         weights = np.stack([chi ** depth * sum(s * e for s, e in zip(sq, d)) for chi in chis])
         biases = np.stack([sum(chi ** (depth + 1 - l) * e for l, e in enumerate(d, start=1)) for chi in chis])
     weights, biases = (finite_result(torch.from_numpy(part), f"{name} part of the NTK", "weight_var or sq_norm")
@@ -237,7 +242,8 @@ class ReluEnsemble:
         self.device, self.dtype = resolve(device, dtype)
         shapes = list(zip(list(self.widths[1:]) + [1], self.widths))
         n_params = self.n_networks * sum(o * i + o for o, i in shapes)
-        check_memory(8 * n_params, f"ReluEnsemble of {self.n_networks} networks ({n_params:.3g} parameters)", "cpu")
+        check_memory(8 * n_params, f"ReluEnsemble with n_networks={self.n_networks} ({n_params:.3g} parameters)",
+                     "cpu")
         gen = generator(seed)
         self.weights = [(torch.randn(self.n_networks, o, i, generator=gen, dtype=torch.float64)
                          * math.sqrt(self.weight_var / i)).to(self.device, self.dtype) for o, i in shapes]
@@ -295,7 +301,7 @@ class ReluEnsemble:
             out = out + factor * (a.transpose(1, 2) @ a) * grad_gram
             if self.has_biases and parameterization == "standard":
                 out = out + grad_gram
-        return out
+        return finite_result(out, "NTK", "x or weight_var")
 
     def one_step_change(self, x, *, target: float = 0.0, lr: float = 1.0) -> OneStep:
         """``Θ(x, x)`` and its first-order change after one gradient step on ``½(f(x) − y)²`` with step ``η``.
@@ -342,7 +348,9 @@ class ReluEnsemble:
                     for a, da, d2, s2, d, dd in zip(inputs, dot_a, sq_delta, sq_in, deltas, dot_delta))
         theta = sum((s2 + beta) * d2 for s2, d2 in zip(sq_in, sq_delta))
         f = out[:, 0]
-        return OneStep(theta[:, 0, 0], -lr * (f - target) * inner[:, 0, 0])
+        theta = finite_result(theta[:, 0, 0], "NTK", "x or weight_var")
+        return OneStep(theta, finite_result(-lr * (f - target) * inner[:, 0, 0], "one-step change",
+                                            "x, weight_var, target or lr"))
 
     def with_weight_var(self, weight_var: float) -> ReluEnsemble:
         """The same draws at another σw²: every weight times ``√(σw'²/σw²)`` (common random numbers across σw²)."""

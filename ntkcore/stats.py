@@ -75,17 +75,17 @@ def mean_sem(samples, axis: int = 0):
     return np.squeeze(mean * scale, axis=axis), np.squeeze(sem * scale, axis=axis)
 
 
-def _paired(a, b, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    """Two 1-d arrays of finite numbers, of one length >= 2, both divided by the largest magnitude of either (the
-    ratios below do not depend on a common scale, and the squares then neither overflow nor underflow)."""
+def _paired(a, b, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Two 1-d arrays of finite numbers, of one length >= 2, each divided by its largest magnitude (so that squares
+    neither overflow nor underflow), and the two scales."""
     a = as_numpy(a, names[0]).ravel()
     b = as_numpy(b, names[1]).ravel()
     if a.shape != b.shape or a.size < 2:
         raise ValueError(f"{names[0]} and {names[1]} must be paired samples of one length >= 2, got {a.size} and "
                          f"{b.size}")
-    scale = max(float(np.max(np.abs(a))), float(np.max(np.abs(b))))
-    scale = scale if scale > 0 else 1.0
-    return a / scale, b / scale
+    scales = [float(np.max(np.abs(v))) for v in (a, b)]
+    scales = [v if v > 0 else 1.0 for v in scales]
+    return a / scales[0], b / scales[1], scales[0], scales[1]
 
 
 def _delta_method(values: np.ndarray, grad: np.ndarray) -> float:
@@ -101,11 +101,17 @@ def ratio_of_means(num, den) -> tuple[float, float]:
 
     num, den : 1-d arrays (numpy or tensors) of finite numbers, of one length N >= 2; ``mean(den) != 0``.
     """
-    a, b = _paired(num, den, ("num", "den"))
+    a, b, scale_a, scale_b = _paired(num, den, ("num", "den"))
     if b.mean() == 0:
         raise ValueError("den must have a mean different from 0 (the ratio divides by it)")
-    r = a.mean() / b.mean()
-    return float(r), _delta_method(np.stack([a, b]), np.array([1.0, -r]) / b.mean())
+    with np.errstate(over="ignore", invalid="ignore"):
+        r = a.mean() / b.mean()
+        se = _delta_method(np.stack([a, b]), np.array([1.0, -r]) / b.mean())
+        r, se = r * (scale_a / scale_b), se * (scale_a / scale_b)
+    if not (np.isfinite(r) and np.isfinite(se)):
+        raise ValueError("the ratio of means of num and den, or its standard error, is not representable in float64; "
+                         "rescale num or den")
+    return float(r), float(se)
 
 
 def dispersion(samples) -> tuple[float, float]:
@@ -117,7 +123,7 @@ def dispersion(samples) -> tuple[float, float]:
 
     samples : 1-d array (numpy or tensor) of N >= 2 finite numbers with a mean different from 0.
     """
-    x, _ = _paired(samples, samples, ("samples", "samples"))
+    x, _, _, _ = _paired(samples, samples, ("samples", "samples"))
     m1, m2 = x.mean(), (x ** 2).mean()
     if m1 == 0:
         raise ValueError("samples must have a mean different from 0 (the dispersion divides by its square)")
@@ -150,7 +156,7 @@ def correlation(x, y, *, groups=None, level: float = 0.95) -> Correlation:
     """
     from scipy.stats import norm
 
-    a, b = _paired(x, y, ("x", "y"))
+    a, b, _, _ = _paired(x, y, ("x", "y"))
     level = check_real(level, "level", low=0.0, high=1.0, low_open=True, high_open=True)
     n, extra = a.size, 0
     if groups is not None:
