@@ -13,7 +13,7 @@ The networks are those of the papers: fully connected, ReLU, widths ``n_0 = d, n
     W^l_ij ~ N(0, σw² / n_{l-1}),   b^l = 0 at initialization, trained (``biases=True``) or absent.
 
 With ``a^0 = x``, ``a^l = φ(h^l)`` and the sensitivities ``δ^l = ∂f/∂h^l``, the NTK diagonal is the sum of a weight
-part and a bias part (the chapter's section "The NTK of a deep network, layer by layer")::
+part and a bias part (the chapter's section "The networks and their phases")::
 
     Θ(x, x) = Σ_{l=1}^{L+1} ‖a^{l-1}‖² ‖δ^l‖²  +  Σ_{l=1}^{L+1} ‖δ^l‖².
 
@@ -26,7 +26,7 @@ part and a bias part (the chapter's section "The NTK of a deep network, layer by
 * :func:`relu_network`: one such network as an :class:`ntkcore.models.MLP` (for :func:`ntkcore.train.fit` and
   :func:`ntkcore.empirical.ntk`).
 * :func:`block_structure`: the means ``Θ̄_d``, ``Θ̄_c``, ``Θ̄_n`` of a kernel matrix's diagonal, same-class and
-  other-class entries (Seleznova and Kutyniok 2022, section 5).
+  other-class entries (Seleznova and Kutyniok 2022).
 
 PyTorch's ReLU has ``φ'(0) = 0``; the closed forms count this (a layer whose units are all inactive stops every
 gradient below it), so they are exact even at widths of a few units.
@@ -106,10 +106,10 @@ def _widths(widths) -> tuple[int, ...]:
 def mean_ntk_diagonal(widths, *, weight_var: float, sq_norm: float = 1.0, biases: bool = True) -> NTKParts:
     """``E[Θ(x, x)]`` in closed form, split into its weight and bias parts (module docstring).
 
-    With ``r = σw²/2`` and ``‖x‖² = sq_norm`` (the chapter's theorem "The mean of the NTK diagonal")::
+    With ``χ = σw²/2`` and ``‖x‖² = sq_norm`` (the chapter's theorem "The mean of the NTK diagonal")::
 
-        E[weight part] = ‖x‖² r^L (1 + Σ_{j=1}^L n_j / n_0),
-        E[bias part]   = 1 + Σ_{l=1}^{L} r^{L+1-l} Π_{j=1}^{l-1} (1 − 2^{−n_j}).
+        E[weight part] = ‖x‖² χ^L (1 + Σ_{j=1}^L n_j / n_0),
+        E[bias part]   = 1 + Σ_{l=1}^{L} χ^{L+1-l} Π_{j=1}^{l-1} (1 − 2^{−n_j}).
 
     Exact for every width (the products are the probabilities that no layer below ``l`` is entirely inactive).
 
@@ -307,8 +307,8 @@ class ReluEnsemble:
         """``Θ(x, x)`` and its first-order change after one gradient step on ``½(f(x) − y)²`` with step ``η``.
 
         The step moves the parameters by ``−η (f − y) ∇_θ f``, so to first order in ``η``
-        ``ΔΘ(x, x) = −η (f(x) − y) ⟨∇_θ Θ(x, x), ∇_θ f(x)⟩`` (Hanin and Nica 2020, section 2; the chapter's section
-        "One gradient step"). ``⟨∇Θ, ∇f⟩`` is the derivative of ``Θ = Σ_l (‖a^{l−1}‖² + β)‖δ^l‖²`` (β = 1 with
+        ``ΔΘ(x, x) = −η (f(x) − y) ⟨∇_θ Θ(x, x), ∇_θ f(x)⟩`` (Hanin and Nica 2020; the chapter's section "One gradient
+        step"). ``⟨∇Θ, ∇f⟩`` is the derivative of ``Θ = Σ_l (‖a^{l−1}‖² + β)‖δ^l‖²`` (β = 1 with
         biases) along ``v = ∇f``, whose parts are ``δ^l a^{l−1ᵀ}`` and ``δ^l``; with the ReLU masks fixed
         (``φ'' = 0``), forward-mode differentiation of the two passes gives
         ``ḣ^l = (‖a^{l−1}‖² + β) δ^l + W^l ȧ^{l−1}``, ``ȧ^l = φ'(h^l) ḣ^l``,
@@ -403,7 +403,7 @@ def block_structure(kernel, labels) -> BlockStructure:
 
     ``Θ̄_d`` is the mean of the diagonal, ``Θ̄_c`` the mean of the entries ``Θ(x_i, x_j)`` with ``y_i = y_j``
     (the same-class blocks of the class-sorted matrix, diagonal included), ``Θ̄_n`` the mean of those with
-    ``y_i ≠ y_j`` (Seleznova and Kutyniok 2022, section 5). Equal class sizes make the mean of the same-class
+    ``y_i ≠ y_j`` (Seleznova and Kutyniok 2022). Equal class sizes make the mean of the same-class
     entries equal to the mean of the block means, so that no class weighs more than another.
 
     Parameters
