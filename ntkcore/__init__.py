@@ -18,7 +18,9 @@ Modules (imported lazily, so ``import ntkcore`` stays fast):
     ndk        two-time kernels, the Neural Dynamical Kernel, the mean-predictor solver
     early_stopping  optimal stopping time and its gain over equilibrium, from a loss curve
     drift      representational drift: the stationary two-time kernel, the mean kernel, the drift predictor
-    stats      power-law fits and standard errors that chapters assert on
+    finite_depth  the NTK of deep ReLU networks at finite width: exact mean, chi-square sampler, ensembles, the
+               first-order change after one gradient step, the block structure of a kernel over classes
+    stats      power-law fits, standard errors (of ratios of means too) and correlations that chapters assert on
     plot       one figure style for the whole book
     benchmark  comparing classifiers over many data sets: Friedman rank, P90/P95, PMA (Arora et al., 2020)
     selection  choosing hyper-parameters on a validation split and testing on fixed folds (Arora et al., 2020):
@@ -35,8 +37,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "device", "data", "activations", "layers", "kernels", "empirical", "models", "predict", "bounds", "train",
-    "langevin", "ndk", "drift", "early_stopping", "stats", "plot", "benchmark", "selection", "motion",
-    "distributed",
+    "langevin", "ndk", "drift", "early_stopping", "finite_depth", "stats", "plot", "benchmark", "selection",
+    "motion", "distributed",
 )
 __all__ = ["__version__", *_SUBMODULES]
 

@@ -44,8 +44,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from ntkcore import bounds, data, device, drift, early_stopping as es, empirical, kernels, langevin, layers, models, \
-    ndk, predict, stats, train
+from ntkcore import bounds, data, device, drift, early_stopping as es, empirical, finite_depth, kernels, langevin, \
+    layers, models, ndk, predict, stats, train
 from ntkcore.activations import gaussian_expectations
 
 F64, F32 = torch.float64, torch.float32
@@ -433,6 +433,13 @@ SITES = {
                             check=_power_check, finite=lambda out: (out.slope, out.intercept)),
     "stats.mean_sem": Site(stats.mean_sem, dict(samples=_rand(5, 3)), dict(axis=0), scale=("samples",),
                            degree=(1, 1)),
+    "stats.ratio_of_means": Site(stats.ratio_of_means, dict(num=_rand(6), den=_rand(6, seed=1) + 3.0),
+                                 scale=("num", "den"), degree=(0, 0)),
+    "stats.dispersion": Site(stats.dispersion, dict(samples=np.abs(_rand(6)) + 0.5), scale=("samples",),
+                             degree=(0, 0)),
+    "stats.correlation": Site(stats.correlation, dict(x=_rand(8), y=_rand(8, seed=2), groups=np.repeat([0, 1], 4)),
+                              dict(level=0.95), optional=("groups",), scale=("x", "y"),
+                              finite=lambda out: (out.r, out.low, out.high)),
     "early_stopping": Site(es.early_stopping, dict(times=TIMES, loss=np.array([1.0, 0.5, 0.7, 0.8])),
                            dict(tol=1e-3), none_ok=("loss_eq",), finite=lambda out: out[:5]),
     "early_stopping.loss_curve": Site(es.loss_curve, dict(predictions=_rand(4, 3), targets=_rand(3, seed=1)),
@@ -446,6 +453,21 @@ SITES = {
                            dict(normalize=True), kernel_check(lambda x1, x2=None, **kw: empirical.nngp(_mlp(), x1, x2,
                                                                                                        **kw)),
                            optional=("x2",)),
+    "finite_depth.mean_ntk_diagonal": Site(lambda **kw: finite_depth.mean_ntk_diagonal(**kw), {},
+                                           dict(widths=(3, 4, 4), weight_var=2.0, sq_norm=1.0, biases=True)),
+    "finite_depth.sample_ntk_diagonal": Site(lambda **kw: finite_depth.sample_ntk_diagonal(**kw), {},
+                                             dict(n_networks=50, widths=(3, 4, 4), weight_var=2.0, sq_norm=1.0,
+                                                  seed=0), slow=("n_networks",)),
+    "finite_depth.ReluEnsemble.ntk": Site(lambda x, **kw: finite_depth.ReluEnsemble(**kw).ntk(x), dict(x=X5),
+                                          dict(n_networks=3, widths=(3, 4), weight_var=2.0, biases=False, seed=0),
+                                          scale=("x",), degree=2, slow=("n_networks",)),
+    "finite_depth.ReluEnsemble.one_step_change": Site(
+        lambda x, **kw: finite_depth.ReluEnsemble(kw.pop("n_networks"), kw.pop("widths"), weight_var=2.0,
+                                                  seed=0).one_step_change(x, **kw),
+        dict(x=X5[0]), dict(n_networks=3, widths=(3, 4), target=0.5, lr=0.1), slow=("n_networks",)),
+    "finite_depth.block_structure": Site(finite_depth.block_structure,
+                                         dict(kernel=_psd(6), labels=np.array([0, 0, 1, 1, 2, 2])),
+                                         scale=("kernel",), degree=1),
     "models.MLP": Site(_forward, dict(x=torch.tensor(X5)),
                        dict(width=4, depth=2, out_features=1, activation="relu", weight_var=2.0, bias_var=0.1,
                             parameterization="ntk"), finite=lambda out: (), scans_values=False),

@@ -60,3 +60,47 @@ def test_mean_sem_rejects_nan_and_is_accurate_over_the_float_range():
     b[0, 0] = np.nan
     with pytest.raises(ValueError, match="samples contains NaN or inf"):
         stats.mean_sem(b)
+
+
+def test_ratio_of_means_and_dispersion_exact_and_covering():
+    assert stats.ratio_of_means([1.0, 3.0], [2.0, 2.0]) == (1.0, pytest.approx(0.5))
+    assert stats.dispersion([2.0, 2.0, 2.0]) == (1.0, 0.0)
+    rng = np.random.default_rng(0)
+    hits_r = hits_d = 0
+    for _ in range(200):
+        x = rng.exponential(size=400)  # E[X²]/E[X]² = 2
+        r, se = stats.ratio_of_means(x, x + 1.0)  # E[X]/E[X + 1] = 1/2
+        hits_r += abs(r - 0.5) <= 2 * se
+        d, se = stats.dispersion(x)
+        hits_d += abs(d - 2.0) <= 2 * se
+    # a 2-sigma interval covers about 95% of the time (the delta method is a large-sample approximation)
+    assert 0.88 <= hits_r / 200 <= 0.99 and 0.85 <= hits_d / 200 <= 0.99
+    with pytest.raises(ValueError, match="paired samples of one length"):
+        stats.ratio_of_means([1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="den must have a mean different from 0"):
+        stats.ratio_of_means([1.0, 2.0], [1.0, -1.0])
+    with pytest.raises(ValueError, match="mean different from 0"):
+        stats.dispersion([1.0, -1.0])
+    with pytest.raises(ValueError, match="samples contains NaN"):
+        stats.dispersion([1.0, np.nan])
+
+
+def test_correlation_matches_scipy_and_removes_group_means():
+    from scipy.stats import pearsonr
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=30)
+    y = x + rng.normal(size=30)
+    c = stats.correlation(x, y)
+    ref = pearsonr(x, y)
+    assert c.r == pytest.approx(ref.statistic) and (c.low, c.high) == pytest.approx(tuple(ref.confidence_interval()))
+    g = np.repeat([0, 1, 2], 10)
+    shifted = stats.correlation(x + 10 * g, y - 7 * g, groups=g)  # group offsets that alone would correlate
+    centred = [v - np.array([v[g == k].mean() for k in g]) for v in (x, y)]
+    assert shifted.r == pytest.approx(np.corrcoef(*centred)[0, 1]) and shifted.dof == 25
+    assert stats.correlation(x + 10 * g, y + 10 * g).r > 0.99
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        stats.correlation([1.0, 2, 3, 4], [1.0, 3, 2, 4], groups=[0, 0, 1, 1])
+    with pytest.raises(ValueError, match="must vary"):
+        stats.correlation([1.0, 1, 1, 1, 1], [1.0, 2, 3, 4, 5])
+    with pytest.raises(ValueError, match="one label per pair"):
+        stats.correlation([1.0, 2, 3, 4, 5], [1.0, 2, 3, 4, 5], groups=[0, 1])
