@@ -5,6 +5,11 @@ two threads); 16 inputs, the full ``(16, 16, 10, 10)`` NTK. The baseline is the 
 here: per-example Jacobians by ``vmap(jacrev(f))``, then an einsum over parameters. Every method is checked against
 the baseline before it is timed. Prints a markdown table (median of repeats after one warm-up call).
 
+Traced (``--part traced``): the mean over outputs of the diagonal blocks (``trace_outputs=True``, Chapter 11's probe
+kernels) of the same network, for the layerwise (512 inputs) and Jacobian (64 inputs) methods, each against the same
+method's full ``(O, O)`` blocks traced afterwards (what ``trace_outputs=True`` computed before the methods summed the
+diagonal blocks themselves).
+
 Scale (``--part scale``): memory and time of ``empirical.ntk`` on a network that is not a plain ``nn.Sequential``
 (:class:`ResidualMLP` 64-1024-1024-1 with a skip connection, 1,117,185 parameters, float64), so that the default
 method is ``"jacobian"``, over ``n`` inputs (the symmetric ``(n, n)`` NTK). Each call runs in a fresh process; peak
@@ -17,6 +22,7 @@ inputs in blocks of B here with a bound that keeps every block's Jacobian (each 
 passes (one per vmapped block).
 
     python benchmarks/empirical.py [--quick]
+    python benchmarks/empirical.py --part traced                           # trace_outputs=True
     python benchmarks/empirical.py --part scale                            # n = 2000, default bound
     python benchmarks/empirical.py --part scale --sizes 400 --baseline ../old --baseline-sizes 100 200 300 \
         --reuse 200 25
@@ -85,6 +91,30 @@ def main(quick: bool = False, threads: int = 2) -> None:
     for name, t in rows:
         print(f"| {name} | {1e3 * t:.2f} | {base / t:.1f}x |")
     print(f"\nDefault method: {base / default:.0f}x faster than the baseline (target ≥ 100x).")
+
+
+def traced(quick: bool = False, threads: int = 2) -> None:
+    """Time ``trace_outputs=True`` against the full blocks traced afterwards, per method, and print the table."""
+    torch.set_num_threads(threads)
+    model = models.MLP(784, 512, 3, 10, activation="relu", seed=0, dtype=torch.float32)
+    repeats = 2 if quick else 5
+    print(f"Traced empirical NTK, MLP 784-512-512-512-10 (float32), 10 outputs; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print("| method | inputs | full blocks, then traced (ms) | trace_outputs=True (ms) | speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    for method, n in (("layerwise", 512), ("jacobian", 64)):   # Jacobians: O·P numbers per input
+        x = torch.randn(n, 784, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
+        def full(m=method):
+            return empirical.ntk(model, x, method=m).diagonal(dim1=2, dim2=3).mean(-1)
+
+        def fused(m=method):
+            return empirical.ntk(model, x, method=m, trace_outputs=True)
+
+        error = ((fused() - full()).abs().max() / full().abs().max()).item()
+        if error > 1e-4:  # float32 sums over ~10^6 parameters in another order
+            raise AssertionError(f"method={method!r}: traced differs from the full blocks by {error:.2e}")
+        t_full, t_fused = median_time(full, repeats), median_time(fused, repeats)
+        print(f"| {method} | {n} | {1e3 * t_full:.0f} | {1e3 * t_fused:.0f} | {t_full / t_fused:.1f}x |")
 
 
 class ResidualMLP(nn.Module):
@@ -185,7 +215,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--part", choices=("speed", "scale"), default="speed", help="what to run")
+    parser.add_argument("--part", choices=("speed", "traced", "scale"), default="speed", help="what to run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000], help="scale: numbers of inputs")
     parser.add_argument("--max-memory", type=int, nargs="+", metavar="MiB",
                         help="scale: bounds for this ntkcore (default: its default)")
@@ -202,5 +232,7 @@ if __name__ == "__main__":
     elif args.part == "scale":
         torch.set_num_threads(args.threads)
         scale(args)
+    elif args.part == "traced":
+        traced(quick=args.quick, threads=args.threads)
     else:
         main(quick=args.quick, threads=args.threads)
