@@ -26,6 +26,8 @@ import jupytext
 import nbformat
 import pytest
 import yaml
+from IPython.core.displayhook import DisplayHook
+from IPython.core.inputtransformer2 import TransformerManager
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,6 +63,13 @@ def convert(chapters: list[Path], outdir: Path, root: Path = ROOT) -> list[Path]
     return notebooks
 
 
+def silenced(source: str) -> bool:
+    """Whether IPython leaves the value of the code cell `source` out of the notebook (the cell ends in ``;``), as
+    it decides in a kernel that keeps each cell's history: it looks at the last cell of the history, transformed."""
+    return bool(source.strip()) and DisplayHook.semicolon_at_end_of_expression(
+        TransformerManager().transform_cell(source))
+
+
 def executed(nb: nbformat.NotebookNode, outputs: list[list], language_info: dict,
              seconds: float) -> nbformat.NotebookNode:
     """The converted chapter `nb` as the book's build leaves it when it executes the chapter, from nbval's run.
@@ -68,9 +77,11 @@ def executed(nb: nbformat.NotebookNode, outputs: list[list], language_info: dict
     `outputs` are the outputs of every code cell of `nb` (the prepended chdir cell first), as nbval's kernel returned
     them; `language_info` is the kernel's. The chdir cell is dropped, and the non-empty code cells are numbered 1, 2,
     ... as a kernel running the chapter alone numbers them (nbval executes without history, so its counts do not
-    advance). The streams of one name in a cell come joined, as nbval joins them, where the build's execution keeps
-    the pieces in which the kernel happened to flush them; the book renders both alike (``nb_merge_streams``). The
-    notebook's metadata ``nbval.seconds`` holds the seconds that nbval took, kernel start included.
+    advance). Without history, IPython also shows the value of a cell that ends in ``;``: that value is dropped, as
+    the build's kernel silences it (:func:`silenced`). The streams of one name in a cell come joined, as nbval joins
+    them, where the build's execution keeps the pieces in which the kernel happened to flush them; the book renders
+    both alike (``nb_merge_streams``). The notebook's metadata ``nbval.seconds`` holds the seconds that nbval took,
+    kernel start included.
     """
     nb = copy.deepcopy(nb)
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
@@ -84,6 +95,8 @@ def executed(nb: nbformat.NotebookNode, outputs: list[list], language_info: dict
         if cell.source.strip():                                     # a kernel does not count an empty cell
             count += 1
             cell.execution_count = count
+        if silenced(cell.source):
+            cell.outputs = [output for output in cell.outputs if output.output_type != "execute_result"]
         for output in cell.outputs:
             if output.output_type == "execute_result":
                 output.execution_count = cell.execution_count

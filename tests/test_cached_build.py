@@ -45,6 +45,11 @@ print("ran in", os.path.basename(os.getcwd()))
 ```{code-cell} ipython3
 6 * 7
 ```
+
+```{code-cell} ipython3
+print("printed")
+7 * 6;  # a value that a notebook does not show
+```
 '''
 
 
@@ -73,10 +78,11 @@ def test_the_build_renders_the_outputs_of_nbval_without_executing(tmp_path):
 
     executed = nbformat.read(executions / "book" / "tiny.ipynb", as_version=4)
     code = [cell for cell in executed.cells if cell.cell_type == "code"]
-    assert len(code) == 3, "the chdir cell that nbval_chapters prepends is not saved"
-    assert [cell.execution_count for cell in code] == [1, None, 2], "numbered as a fresh run numbers them"
+    assert len(code) == 4, "the chdir cell that nbval_chapters prepends is not saved"
+    assert [cell.execution_count for cell in code] == [1, None, 2, 3], "numbered as a fresh run numbers them"
     assert code[0].outputs[0].text == "ran in book\n", "nbval runs the chapter in its own folder"
     assert code[2].outputs[0].output_type == "execute_result" and code[2].outputs[0].execution_count == 2
+    assert [output.output_type for output in code[3].outputs] == ["stream"], "the value after ';' is not shown"
     assert executed.metadata.language_info.name == "python" and executed.metadata.nbval.seconds > 0
 
     cache = get_cache(tmp_path / "cache")
@@ -105,6 +111,6 @@ def test_outputs_of_other_code_are_refused(tmp_path):
     other.cells[2].source = "6 * 8"
     with pytest.raises(ValueError, match="book/tiny.md: nbval ran other code than the book shows, in code cell 3"):
         cached_build.with_outputs(notebook, other, "book/tiny.md")
-    del other.cells[2]
-    with pytest.raises(ValueError, match="book/tiny.md: nbval ran 2 code cells, the book has 3"):
+    del other.cells[2:]
+    with pytest.raises(ValueError, match="book/tiny.md: nbval ran 2 code cells, the book has 4"):
         cached_build.with_outputs(notebook, other, "book/tiny.md")
