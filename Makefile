@@ -52,21 +52,29 @@ grade: install
 	$(PY) -m assignments.grade $(SUBMISSIONS) --timeout $(or $(TIMEOUT),300) --jobs $(or $(JOBS),2)
 
 ## Every check: library tests, nbval over every chapter in _toc.yml, strict book build, tests of the built book.
+## Each chapter executes once: the strict build renders the executions that nbval has just made.
 test: install
 	$(MAKE) test-lib
-	$(MAKE) test-nbval
-	$(MAKE) test-build
+	$(MAKE) test-nbval NBVAL_EXECUTIONS=$(NBVAL_DIR)
+	$(MAKE) test-build NBVAL_EXECUTIONS=$(NBVAL_DIR)
 	$(MAKE) test-built
 
 test-lib: install
 	$(PY) -m pytest tests --ignore=tests/built_book
 
-test-nbval: install
-	$(PY) tests/nbval_chapters.py
+# Where `make test` passes nbval's executions to the strict build: written fresh by test-nbval (the folder emptied
+# first), read and removed by test-build (bookext/cached_build.py), so never left for a later build.
+NBVAL_DIR := _build/nbval_executions
 
-# execute_notebooks is "force" in _config.yml: every chapter runs fresh, never from a cache.
+# With NBVAL_EXECUTIONS=dir, each chapter whose cells all pass is also saved there as nbval executed it.
+test-nbval: install
+	$(PY) tests/nbval_chapters.py $(if $(NBVAL_EXECUTIONS),--save-executions $(NBVAL_EXECUTIONS))
+
+# Alone, execute_notebooks is "force" in _config.yml: every chapter runs fresh, never from a cache. With
+# NBVAL_EXECUTIONS=dir (make test): the same strict build, execute_notebooks "cache" from nbval's executions in
+# dir; it fails, naming the chapter, if it executed one.
 test-build: install
-	$(JB) build . -W -n --keep-going
+	$(if $(NBVAL_EXECUTIONS),$(PY) -m bookext.cached_build $(NBVAL_EXECUTIONS),$(JB) build . -W -n --keep-going)
 
 # On the strict build's output, _build/html: pages, notebooks, and every page in headless chromium at desktop and
 # phone sizes (screenshots in _build/screenshots/).

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+from bookext.config import book_config, write
 
 from .chapter import ROOT
 
@@ -23,13 +23,9 @@ OUT = ROOT / "_build" / "student"
 
 def student_config(execute: bool = True, root: Path = ROOT) -> dict:
     """The book's configuration with solutions hidden (and, if not `execute`, no chapter executed)."""
-    config = yaml.safe_load((root / "_config.yml").read_text())
+    config = book_config(root)
     config["title"] = f"{config['title']} (student edition)"
-    # Jupyter Book reads the folders of local extensions relative to the configuration file, which moves here.
-    extensions = config["sphinx"].get("local_extensions") or {}
-    extensions = {name: str((root / folder).resolve()) for name, folder in extensions.items()}
-    extensions["hide_solutions"] = str(Path(__file__).parent)
-    config["sphinx"]["local_extensions"] = extensions
+    config["sphinx"]["local_extensions"]["hide_solutions"] = str(Path(__file__).parent)
     if not execute:
         config["execute"]["execute_notebooks"] = "off"
     return config
@@ -37,9 +33,7 @@ def student_config(execute: bool = True, root: Path = ROOT) -> dict:
 
 def build(out: Path = OUT, execute: bool = True, strict: bool = False) -> Path:
     """Build the student edition into `out`/_build/html and return that folder."""
-    out.mkdir(parents=True, exist_ok=True)
-    config_path = out / "_config.yml"
-    config_path.write_text(yaml.safe_dump(student_config(execute), sort_keys=False))
+    config_path = write(student_config(execute), out / "_config.yml")
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     cmd = [str(jupyter_book), "build", str(ROOT), "--config", str(config_path), "--path-output", str(out)]
     subprocess.run(cmd + (["-W", "-n", "--keep-going"] if strict else []), check=True, cwd=ROOT)

@@ -6,6 +6,10 @@ A Sphinx extension (``sphinx.extra_extensions`` in ``_config.yml``). For every e
 cell installs from the repository when ``_config.yml`` names one (``repository.url``), otherwise from the wheel of
 ``ntkcore`` that every build writes to ``_downloads/`` and that the role ``{ntkcore-wheel}`` links to.
 
+With ``execute_notebooks: cache`` (the strict build of ``make test``, :mod:`bookext.cached_build`), MyST-NB 1.4
+renders the outputs it takes from the jupyter-cache but writes the notebook it read, without them, to
+``jupyter_execute/``; :func:`restore_cached_outputs` writes the notebook with its outputs there instead.
+
 Launch buttons derive from the repository URL alone: with a GitHub repository, a Colab button opens the chapter's
 notebook from the branch ``gh-pages``, where Jupyter Book's ``ghp-import`` publishes the built book (``_sources/``
 included). With no repository set, no launch button.
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import nbformat
 from docutils import nodes
+from jupyter_cache import get_cache
 from sphinx.application import Sphinx
 
 from . import markdown
@@ -131,6 +136,21 @@ def offer_notebook(app: Sphinx, pagename: str, templatename: str, context: dict,
     context["ipynb_source"] = f"{pagename}.ipynb"
 
 
+def restore_cached_outputs(app: Sphinx, doctree) -> None:
+    """In cache mode, rewrite the page's notebook in ``jupyter_execute/`` with the outputs that MyST-NB took from
+    the jupyter-cache, merged from the cache as MyST-NB merges them into the notebook it renders."""
+    config = app.env.mystnb_config
+    executed = Path(config.output_folder) / f"{app.env.docname}.ipynb"
+    if config.execution_mode != "cache" or not executed.exists():
+        return
+    cache = get_cache(config.execution_cache_path)
+    try:
+        _, nb = cache.merge_match_into_notebook(nbformat.read(executed, as_version=4))
+    except KeyError:                        # not in the cache: MyST-NB executed it, and wrote it with its outputs
+        return
+    executed.write_text(nbformat.writes(nb), encoding="utf-8")                 # as MyST-NB writes it
+
+
 def add_launch_button(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
     """A Colab button on every page with a notebook, when the repository is on GitHub."""
     url = repository_url(app)
@@ -158,6 +178,7 @@ def _on_builder_inited(app: Sphinx) -> None:
 
 def setup(app: Sphinx) -> dict:
     app.connect("builder-inited", _on_builder_inited)
+    app.connect("doctree-read", restore_cached_outputs)                    # once MyST-NB has written the notebook
     app.connect("html-page-context", offer_notebook, priority=500)           # before the theme's download menu
     app.connect("html-page-context", add_launch_button, priority=502)        # after the theme's header buttons
     app.add_role("ntkcore-wheel", wheel_role)

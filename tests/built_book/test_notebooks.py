@@ -43,6 +43,10 @@ def test_every_chapter_downloads_as_plain_jupyter(book_html):
         # a chapter that imports grakel installs ntkcore's extra "graphs", which brings it; the others do not
         assert ("[graphs]" in first) == any("import grakel" in c.source or "from grakel" in c.source
                                             for c in nb.cells if c.cell_type == "code"), path
+        code = [cell for cell in nb.cells[1:] if cell.cell_type == "code"]
+        # executed, in every build: the strict build of `make test` takes the outputs from a jupyter-cache
+        assert any(cell.outputs for cell in code), f"{path.name}: a downloaded notebook without outputs"
+        assert all(cell.execution_count for cell in code if cell.source.strip()), f"{path.name}: a cell not run"
         page = book_html / "book" / f"{path.stem}.html"
         assert f'_sources/book/{path.name}"' in page.read_text(), f"{page.name} offers no .ipynb download"
         for cell in nb.cells:
