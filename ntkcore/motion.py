@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ._checks import as_numpy, as_tensor, check_choice, check_real, trainable_parameters
-from .train import LOSSES, _evaluating, accuracy, fit, per_example_loss
+from .train import LOSSES, _evaluating, _inputs, _outputs, _targets, accuracy, fit, per_example_loss
 
 __all__ = ["kernel_distance", "kernel_velocity", "interpolate", "barrier", "Barrier", "spawn"]
 
@@ -152,14 +152,14 @@ def barrier(model_a: nn.Module, model_b: nn.Module, x, y, *, loss: str = "cross_
         raise ValueError(f"alphas must increase strictly from 0 to 1 inclusive, got {alphas.tolist()}")
     _same_architecture(model_a, model_b)
     ref = next(iter(trainable_parameters(model_a).values()))
-    x = as_tensor(x, "x", like=ref, like_name="the model's parameters")
-    y = torch.as_tensor(y, device=ref.device)
+    x = _inputs(x, "x", ref)
+    y = _targets(y, "y", loss, x.shape[0], ref)
     losses, errors = [], []
     for alpha in alphas:
         net = interpolate(model_a, model_b, float(alpha))
         with _evaluating(net):
-            out = net(x)
-            losses.append(float(per_example_loss(out, y.to(out.dtype) if loss == "mse" else y, loss).mean()))
+            out = _outputs(net(x), y, loss, "y")
+            losses.append(float(per_example_loss(out, y, loss).mean()))
             acc = accuracy(out, y, loss)
         if acc is None:
             raise ValueError("y must be classes (integer labels, one-hot or ±1 targets) to measure an error")

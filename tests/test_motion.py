@@ -145,6 +145,18 @@ def test_permuted_copy_has_a_barrier():
     assert res.loss_barrier > 0.1 and res.loss_barrier == pytest.approx(res.loss.max() - res.loss[0], rel=1e-12)
 
 
+def test_barrier_with_square_loss_on_signed_labels():
+    """MSE with ±1 targets of shape (n,) and (n, 1) outputs: the targets are checked and matched as in train.fit."""
+    x, y = _classes()
+    y_pm = torch.where(y > 0, 1.0, -1.0).double()
+    a, b = models.MLP(5, 8, 1, 1, seed=0), models.MLP(5, 8, 1, 1, seed=1)
+    res = motion.barrier(a, b, x, y_pm, loss="mse", alphas=[0.0, 0.5, 1.0])
+    expected = 0.5 * ((a(x)[:, 0] - y_pm) ** 2).mean()
+    assert res.loss[0] == pytest.approx(float(expected), rel=1e-12)
+    with pytest.raises(ValueError, match="y has 3 examples"):
+        motion.barrier(a, b, x, y_pm[:3], loss="mse")
+
+
 def test_barrier_rejects_bad_alphas_and_labels():
     x, y = _classes()
     a = models.MLP(5, 4, 1, 3, seed=0)
