@@ -11,7 +11,7 @@ import torch
 from torch.autograd import gradcheck
 
 from ntkcore import kernels, layers as L, ndk
-from ntkcore.layers._entrywise import same_inputs
+from ntkcore.layers._entrywise import CHUNK_ENTRIES, same_inputs, squared_norms
 
 EPS = torch.finfo(torch.float64).eps
 
@@ -116,6 +116,32 @@ def test_same_inputs_labels_identical_rows_only():
     assert same_inputs(x[:3], x[3:4].clone()) is None  # x[3] matches nothing in x[:3]
     l1, l2 = same_inputs(x[:3], x[4:].clone())
     assert l2[0] == l1[1] and l2[1] == l1[2]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_same_inputs_across_chunks_of_rows(dtype):
+    """Rows hashed in chunks of CHUNK_ENTRIES entries through reused buffers: duplicates in different chunks, and in
+    the last, shorter chunk, are found; nothing else is."""
+    d = 7
+    n = 2 * (CHUNK_ENTRIES // d) + 5  # two full chunks and a short one
+    x = torch.randn(n, d, dtype=dtype, generator=_gen())
+    assert same_inputs(x) is None
+    x[n - 1] = x[0]  # last chunk against the first
+    x[CHUNK_ENTRIES // d + 3] = x[2]  # second chunk against the first
+    labels, _ = same_inputs(x)
+    assert labels[n - 1] == labels[0] and labels[CHUNK_ENTRIES // d + 3] == labels[2]
+    assert len(set(labels.tolist())) == n - 2
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (5000, 33), (2048, 784), (3, 70000)])
+def test_squared_norms_in_chunks_equal_the_plain_sum(shape):
+    x = torch.randn(*shape, dtype=torch.float64, generator=_gen())
+    # positive terms summed in two orders (a long row is split into chunks): torch's cascade summation errs by
+    # O(log d) ulps in each, within 4√d ulps
+    assert torch.allclose(squared_norms(x), (x * x).sum(1), rtol=4 * EPS * math.sqrt(shape[1]), atol=0)
+    tracked = x[:3].clone().requires_grad_(True)
+    squared_norms(tracked).sum().backward()  # an input autograd follows keeps its gradient
+    assert torch.equal(tracked.grad, 2 * x[:3])
 
 
 @pytest.mark.parametrize("activation", ["relu", "erf"])

@@ -27,6 +27,8 @@ import torch
 from .._checks import all_finite
 from ..activations import Activation, Ops, Variances, is_zero, needs_grad
 
+CHUNK_ENTRIES = 2**15  # entries of the chunks of rows that squared_norms and same_inputs go through (cache-sized)
+
 
 def number(value) -> float:
     """A variance (a number, or a 0-d tensor that autograd may follow) as a Python float, for the operations that
@@ -278,18 +280,39 @@ def same_inputs(x1: torch.Tensor, x2: torch.Tensor | None = None):
     return (labels1, labels2) if torch.isin(labels2, labels1).any() else None
 
 
+def squared_norms(x: torch.Tensor) -> torch.Tensor:
+    """``Σ_j x_ij²`` for each row of ``x (n, d)``, ``(n,)``: rows go in cache-sized chunks through one buffer (no
+    ``(n, d)`` temporary); an input that autograd follows takes the plain, differentiable expression."""
+    if needs_grad(x):
+        return (x * x).sum(dim=1)
+    n, step = x.shape[0], max(1, CHUNK_ENTRIES // max(x.shape[1], 1))
+    buffer, out = x.new_empty((min(step, n), x.shape[1])), x.new_empty(n)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        torch.sum(torch.mul(x[start:stop], x[start:stop], out=buffer[: stop - start]), 1, out=out[start:stop])
+    return out
+
+
 def _row_hashes(flat: torch.Tensor) -> torch.Tensor:
     """An exact hash of each row's bits (``−0`` counted as ``+0``): equal rows get equal hashes. Integer arithmetic
-    wraps around, so it is exact and independent of the order of the sum; rows go in cache-sized chunks."""
+    wraps around, so it is exact and independent of the order of the sum; rows go in cache-sized chunks, through two
+    buffers allocated once (a fresh allocation per chunk is a fresh mapping of memory where the allocator returns
+    freed memory to the system at once, as Dask's workers have it)."""
     gen = torch.Generator(device="cpu").manual_seed(0x5EED)
     weights = torch.randint(-2**62, 2**62, (flat.shape[1],), generator=gen, dtype=torch.int64).to(flat.device) | 1
-    step = max(1, 2**15 // flat.shape[1])
-    keys = []
-    for start in range(0, flat.shape[0], step):
-        rows = flat[start: start + step] + 0.0
-        bits = rows.view(torch.int64) if rows.dtype == torch.float64 else rows.float().view(torch.int32).long()
-        keys.append(bits.mul_(weights).sum(1))
-    return torch.cat(keys)
+    n, step = flat.shape[0], max(1, CHUNK_ENTRIES // flat.shape[1])
+    wide = flat.dtype == torch.float64
+    rows_buffer = flat.new_empty((min(step, n), flat.shape[1]), dtype=torch.float64 if wide else torch.float32)
+    bits_buffer = rows_buffer.view(torch.int64) if wide else torch.empty_like(rows_buffer, dtype=torch.int64)
+    keys = torch.empty(n, dtype=torch.int64, device=flat.device)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        rows = torch.add(flat[start:stop], 0.0, out=rows_buffer[: stop - start])
+        bits = bits_buffer[: stop - start]
+        if not wide:
+            bits.copy_(rows.view(torch.int32))
+        torch.sum(bits.mul_(weights), 1, out=keys[start:stop])
+    return keys
 
 
 def representable(kernels, dtype: torch.dtype, inputs: Callable[[], str],

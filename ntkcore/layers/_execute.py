@@ -286,7 +286,7 @@ def entrywise_kernel(x1, x2, units, want_nngp, want_ntk, block_size, max_memory,
     init_theta = first is not None and first.trains and want_ntk
 
     def diagonal_variances(x):
-        return _entrywise.marginal_variances((x * x).sum(dim=1), units)[0]
+        return _entrywise.marginal_variances(_entrywise.squared_norms(x), units)[0]
 
     q1 = diagonal_variances(x1)
     q2 = q1 if symmetric else diagonal_variances(xb)
