@@ -8,7 +8,10 @@ cell installs from the repository when ``_config.yml`` names one (``repository.u
 
 With ``execute_notebooks: cache`` (the strict build of ``make test``, :mod:`bookext.cached_build`), MyST-NB 1.4
 renders the outputs it takes from the jupyter-cache but writes the notebook it read, without them, to
-``jupyter_execute/``; :func:`restore_cached_outputs` writes the notebook with its outputs there instead.
+``jupyter_execute/``; :func:`restore_cached_outputs` writes the notebook with its outputs there instead. When it
+executes a chapter itself, MyST-NB 1.4 merges a cell's streams (``nb_merge_streams``) into the first piece in place
+and writes that notebook: :func:`fix_merged_streams` has it merge copies, so that a downloaded notebook does not show
+the later pieces twice.
 
 Launch buttons derive from the repository URL alone: with a GitHub repository, a Colab button opens the chapter's
 notebook from the branch ``gh-pages``, where Jupyter Book's ``ghp-import`` publishes the built book (``_sources/``
@@ -16,6 +19,7 @@ included). With no repository set, no launch button.
 """
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import subprocess
@@ -26,6 +30,7 @@ from pathlib import Path
 import nbformat
 from docutils import nodes
 from jupyter_cache import get_cache
+from myst_nb.core import render as myst_nb_render
 from sphinx.application import Sphinx
 
 from . import markdown
@@ -151,6 +156,21 @@ def restore_cached_outputs(app: Sphinx, doctree) -> None:
     executed.write_text(nbformat.writes(nb), encoding="utf-8")                 # as MyST-NB writes it
 
 
+_MERGE_IN_PLACE = myst_nb_render.coalesce_streams
+
+
+def _merge_copies(outputs: list) -> list:
+    """MyST-NB's merge of a cell's streams (``coalesce_streams``) on copies of its outputs. MyST-NB 1.4 appends the
+    text of the later pieces of a stream to its first piece in place, then writes the notebook whose outputs those
+    are: the first piece holds all the text and the later pieces remain, shown twice. The page renders the same."""
+    return _MERGE_IN_PLACE(copy.deepcopy(outputs))
+
+
+def fix_merged_streams() -> None:
+    """Have MyST-NB merge a cell's streams on copies of its outputs (:func:`_merge_copies`)."""
+    myst_nb_render.coalesce_streams = _merge_copies
+
+
 def add_launch_button(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
     """A Colab button on every page with a notebook, when the repository is on GitHub."""
     url = repository_url(app)
@@ -177,6 +197,7 @@ def _on_builder_inited(app: Sphinx) -> None:
 
 
 def setup(app: Sphinx) -> dict:
+    fix_merged_streams()
     app.connect("builder-inited", _on_builder_inited)
     app.connect("doctree-read", restore_cached_outputs)                    # once MyST-NB has written the notebook
     app.connect("html-page-context", offer_notebook, priority=500)           # before the theme's download menu

@@ -1,9 +1,29 @@
-"""The first cell of a downloaded chapter notebook (bookext.notebooks): ntkcore, with the extras the chapter needs."""
+"""A downloaded chapter notebook (bookext.notebooks): its first cell installs ntkcore with the extras the chapter
+needs, and its outputs are those the chapter printed, each line once."""
 from types import SimpleNamespace
 
 import nbformat
+from docutils.core import publish_doctree
+from myst_nb.docutils_ import Parser
 
 from bookext import notebooks
+
+PIECES = '''---
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# Streams
+
+```{code-cell} ipython3
+import time
+print("first", flush=True)
+time.sleep(0.2)
+print("second")
+```
+'''
 
 
 def _app(repository="", baseurl=""):
@@ -31,3 +51,18 @@ def test_install_cell_installs_the_extras_from_every_source():
     assert "'ntkcore[graphs] @ git+https://github.com/o/r'" in git
     for cell in (plain, local, web, git):
         compile(cell, "install", "exec")          # valid Python
+
+
+def test_a_stream_in_pieces_is_written_once(tmp_path):
+    """MyST-NB executing a chapter merges the pieces of a stream on the page; the notebook it writes, which the book
+    offers for download, keeps each piece once (:func:`bookext.notebooks.fix_merged_streams`, as the build sets)."""
+    notebooks.fix_merged_streams()
+    settings = {"nb_execution_mode": "force", "nb_execution_in_temp": True, "nb_read_as_md": True,
+                "nb_merge_streams": True, "nb_output_folder": str(tmp_path), "report_level": 4}
+    page = publish_doctree(PIECES, parser=Parser(), settings_overrides=settings)
+    written = nbformat.read(tmp_path / "processed.ipynb", as_version=4)
+    (cell,) = [cell for cell in written.cells if cell.cell_type == "code"]
+    pieces = [output.text for output in cell.outputs if output.output_type == "stream"]
+    assert len(pieces) >= 2, "the kernel sent the stream in pieces (at times three: 'second' and its newline)"
+    assert "".join(pieces) == "first\nsecond\n"                   # was "first\nsecond\nsecond\n"
+    assert "first\nsecond" in page.astext()                       # one block on the page
