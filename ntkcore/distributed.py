@@ -19,8 +19,10 @@ scheduler is active: its threads or processes, a ``distributed`` cluster of many
 
 Inputs may be numpy arrays, torch tensors, ``dask.array`` arrays (from Zarr, HDF5, ...), or the path of a ``.npy``
 file, read block by block where the block is computed (the workers must see the file). A graph network of
-:mod:`ntkcore.layers` takes the pair ``(x, adjacency)`` of arrays ``(n, N, C)`` and ``(n, N, N)``; a torch model with
-several inputs takes the tuple of them (as :func:`ntkcore.empirical.ntk`).
+:mod:`ntkcore.layers` takes the pair ``(x, adjacency)`` of arrays ``(n, N, C)`` and ``(n, N, N)``, or for graphs of
+different sizes the pair of lists of ``(N_i, C)`` and ``(N_i, N_i)`` arrays, as :meth:`Serial.kernel
+<ntkcore.layers.Serial.kernel>` takes them (padded here with their numbers of nodes, and cut back to lists in each
+block); a torch model with several inputs takes the tuple of them (as :func:`ntkcore.empirical.ntk`).
 
 Memory. A block task holds its two blocks of inputs, the kernel block it computes and the intermediates of the
 in-memory call, which ``max_memory`` bounds: :attr:`KernelOperator.task_memory` is the sum, independent of the
@@ -49,6 +51,7 @@ from . import empirical, layers
 from ._checks import as_numpy, check_bool, check_choice, check_int, check_real, labels
 from .device import resolve_device
 from .layers._execute import DEFAULT_MAX_MEMORY as LAYERS_MAX_MEMORY
+from .layers._execute import graph_list
 from .predict import _magnitude
 
 __all__ = ["KernelOperator", "Solution", "Regression", "kernel_matrix", "to_npy", "solve_cholesky", "solve_cg",
@@ -115,15 +118,11 @@ class Tile:
         return k.detach().cpu().numpy()
 
     def _analytic(self, a, b):
-        device = resolve_device(None)
-
-        def tensor(x):
-            return torch.from_numpy(np.ascontiguousarray(x)).to(device)
-
-        xa, xb = tensor(a[0]), None if b is None else tensor(b[0])
-        adjacency = None
-        if len(a) > 1:
-            adjacency = tensor(a[1]) if b is None else (tensor(a[1]), tensor(b[1]))
+        xa, adjacency = _network_inputs(a)
+        xb = None
+        if b is not None:
+            xb, adjacency_b = _network_inputs(b)
+            adjacency = None if adjacency is None else (adjacency, adjacency_b)
         kernels = self.net.kernel(xa, xb, get=self.get, adjacency=adjacency, max_memory=self.max_memory)
         return getattr(kernels, self.get)
 
@@ -140,6 +139,22 @@ class Tile:
 
         return empirical.ntk(model, inputs(a), None if b is None else inputs(b), method=self.method,
                              trace_outputs=self.trace_outputs, max_memory=self.max_memory)
+
+
+def _network_inputs(parts: tuple):
+    """A block of examples as :meth:`Serial.kernel <ntkcore.layers.Serial.kernel>` takes it, on the device that
+    ``NTKCORE_DEVICE`` names: ``(x, None)``, ``(x, adjacency)``, or for padded graphs of different sizes (``parts``
+    holding their numbers of nodes too, :func:`_graph_lists`) the lists of their features and adjacencies."""
+    device = resolve_device(None)
+
+    def tensor(x):
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+
+    if len(parts) == 3:
+        x, adjacency, nodes = parts
+        return ([tensor(x[i, :m]) for i, m in enumerate(nodes[:, 0])],
+                [tensor(adjacency[i, :m, :m]) for i, m in enumerate(nodes[:, 0])])
+    return tensor(parts[0]), (tensor(parts[1]) if len(parts) > 1 else None)
 
 
 def _where(rows: tuple[int, int], cols: tuple[int, int]) -> str:
@@ -248,8 +263,21 @@ def _part(x, name: str, chunk: int):
     return x.rechunk((chunk,) + (-1,) * (x.ndim - 1))
 
 
+def _graph_lists(features: list, adjacency: list, name: str) -> tuple:
+    """Graphs of different sizes, lists of ``(N_i, C)`` features and ``(N_i, N_i)`` adjacencies, as three arrays:
+    padded features ``(n, N, C)`` and adjacencies ``(n, N, N)`` (checked and padded as :meth:`Serial.kernel
+    <ntkcore.layers.Serial.kernel>` pads them), and the numbers of nodes ``(n, 1)`` (examples along the first axis,
+    as every part)."""
+    x, a, mask = graph_list(features, adjacency, f"{name}[0]", f"{name}[1]", "cpu", None)
+    nodes = np.full(x.shape[0], x.shape[1], dtype=np.int64) if mask is None else mask.sum(1).long().numpy()
+    return x.numpy(), a.numpy(), nodes[:, None]
+
+
 def _side(x, name: str, chunk: int) -> tuple:
-    """The parts of one side's inputs (one array, or a tuple: a graph's features and adjacency, a model's inputs)."""
+    """The parts of one side's inputs (one array, or a tuple: a graph's features and adjacency, as arrays or as
+    lists of graphs of different sizes; a model's inputs)."""
+    if isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], list):
+        x = _graph_lists(x[0], x[1], name)
     if isinstance(x, tuple):
         if not x:
             raise ValueError(f"{name} must be an array or a non-empty tuple of arrays")
@@ -283,7 +311,8 @@ class KernelOperator:
         :func:`ntkcore.kernels.cntk_network`): its analytic kernel ``get``; or a ``torch.nn.Module``: its empirical
         NTK (:func:`ntkcore.empirical.ntk` with ``method``, ``trace_outputs``).
     x1, x2 : inputs ``(n1, ...)``, ``(n2, ...)``: numpy arrays, torch tensors, dask arrays, or paths of ``.npy``
-        files; a tuple of such arrays for a graph network ``(x, adjacency)`` or a model with several inputs.
+        files; a tuple of such arrays for a graph network ``(x, adjacency)`` or a model with several inputs; for
+        graphs of different sizes the pair of lists ``([x_i (N_i, C)], [adjacency_i (N_i, N_i)])``.
         ``x2=None`` is the symmetric matrix ``K(x1, x1)``: only the blocks on and above the diagonal are computed.
     get : ``"ntk"`` (default) or ``"nngp"`` (networks of :mod:`ntkcore.layers` only).
     chunk : examples per block (default :data:`DEFAULT_CHUNK`).
@@ -300,6 +329,11 @@ class KernelOperator:
         self.tile = Tile(net, **self._options)
         self.chunk = check_int(chunk, "chunk", low=1)
         self.symmetric = x2 is None
+        if isinstance(self.tile.net, layers.Serial):  # three parts are graphs of different sizes (_graph_lists)
+            for x, name in ((x1, "x1"), (x2, "x2")):
+                if isinstance(x, tuple) and len(x) > 2:
+                    raise ValueError(f"{name} of a network of ntkcore.layers must be an array, or for graphs the pair "
+                                     f"(x, adjacency) of arrays or of lists of graphs; got a tuple of {len(x)}")
         self._sides = [_side(x1, "x1", self.chunk)] + ([] if x2 is None else [_side(x2, "x2", self.chunk)])
         first = [tuple(p[:_PROBE_ROWS] for p in side) for side in self._sides]
         first = dask.compute(*first)

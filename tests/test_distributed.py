@@ -101,6 +101,34 @@ def test_graph_network_takes_features_and_adjacency(client):
     _close(k, net.kernel(torch.from_numpy(x), adjacency=torch.from_numpy(a)).ntk.numpy())
 
 
+def _graphs(n, seed):
+    """``n`` graphs of 2 to 6 nodes: lists of features ``(N_i, 3)`` and adjacencies ``(N_i, N_i)``."""
+    g = np.random.default_rng(seed)
+    sizes = g.integers(2, 7, n)
+    return ([g.standard_normal((m, 3)) for m in sizes],
+            [(g.random((m, m)) < 0.5).astype(np.float64) + np.eye(m) for m in sizes])
+
+
+@pytest.mark.parametrize("symmetric", [True, False], ids=["symmetric", "cross"])
+def test_graphs_of_different_sizes_as_lists(client, symmetric):
+    """Padded with their numbers of nodes and cut back to lists in each block: the in-memory kernel of the lists
+    (padding without the numbers of nodes would count the padding as nodes)."""
+    net = kernels.gntk_network(1, 1)
+    (x1, a1), (x2, a2) = _graphs(17, seed=3), _graphs(6, seed=4)
+    k = nd.kernel_matrix(net, (x1, a1), None if symmetric else (x2, a2), chunk=5).compute()
+    t1, b1 = [torch.from_numpy(x) for x in x1], [torch.from_numpy(a) for a in a1]
+    if symmetric:
+        expected = net.kernel(t1, adjacency=b1).ntk
+    else:
+        expected = net.kernel(t1, [torch.from_numpy(x) for x in x2],
+                              adjacency=(b1, [torch.from_numpy(a) for a in a2])).ntk
+    _close(k, expected.numpy())
+    with pytest.raises(ValueError, match=r"x1\[1\] must be a list of one \(N_i, N_i\) array per graph of x1\[0\]"):
+        nd.kernel_matrix(net, (x1, a1[:-1]))
+    with pytest.raises(ValueError, match=r"x2 of a network of ntkcore.layers must be .* got a tuple of 3"):
+        nd.kernel_matrix(net, (x1, a1), (x2, a2, x2))
+
+
 def test_inputs_from_dask_and_npy_files_and_writing_to_npy(client, tmp_path):
     net, x, x2, _ = CASES["fc"]
     expected = net.kernel(torch.from_numpy(x), torch.from_numpy(x2)).ntk.numpy()

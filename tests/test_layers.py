@@ -150,6 +150,19 @@ def test_graphs_of_different_sizes_are_padded_and_masked():
                 torch.testing.assert_close(got[i, j], want[0, 0], rtol=1e-6 if i == j else 1e-12, atol=0)
 
 
+def test_graphs_of_different_sizes_against_graphs_of_one_size():
+    """One side padded (a mask), the other of one size (no mask): the cross kernel is the block of the symmetric
+    kernel of all the graphs (it failed before: the pooling multiplied by the missing mask of the second side)."""
+    net = _graph_net()
+    mixed, same = [_graphs(1, n, 3, seed=10 + n) for n in (4, 7, 5)], [_graphs(1, 6, 3, seed=20 + i) for i in range(2)]
+    xs, adjs = [x[0] for x, _ in mixed + same], [a[0] for _, a in mixed + same]
+    whole = net.kernel(xs, adjacency=adjs)
+    for rows, cols in ((slice(0, 3), slice(3, 5)), (slice(3, 5), slice(0, 3))):
+        cross = net.kernel(xs[rows], xs[cols], adjacency=(adjs[rows], adjs[cols]))
+        for got, want in zip(cross, whole):
+            torch.testing.assert_close(got, want[rows, cols], rtol=1e-12, atol=0)
+
+
 def test_gap_kernel_invariant_to_circular_shifts():
     """With circular padding, a convolution commutes with circular shifts and global average pooling forgets where
     a feature was: the GAP kernel does not change when the images are shifted (the flatten kernel does)."""

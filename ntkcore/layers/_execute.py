@@ -97,7 +97,7 @@ def _channels_first(x: torch.Tensor, name: str) -> None:
                          "images must be (n, C, H, W) as in torch: pass x.permute(0, 3, 1, 2)")
 
 
-def _graph_list(xs, adjacency, name, adj_name, device, dtype):
+def graph_list(xs, adjacency, name, adj_name, device, dtype):
     """Pad a list of graphs ``(N_i, C)`` with adjacencies ``(N_i, N_i)`` to one batch; returns (x, A, mask)."""
     if not isinstance(adjacency, (list, tuple)) or len(adjacency) != len(xs):
         raise ValueError(f"{adj_name} must be a list of one (N_i, N_i) array per graph of {name} ({len(xs)}), got "
@@ -140,7 +140,7 @@ def _adjacency(a, name, n_nodes, like, batch=None):
 
 def _graphs(x, adjacency, name, adj_name, device, dtype):
     if isinstance(x, (list, tuple)):
-        return _graph_list(list(x), adjacency, name, adj_name, device, dtype)
+        return graph_list(list(x), adjacency, name, adj_name, device, dtype)
     t = as_tensor(x, name, device=device, dtype=dtype)
     if t.ndim != 3:
         raise ValueError(f"{name} must be graphs: node features (n, N, C) or a list of (N_i, C) arrays, got shape "

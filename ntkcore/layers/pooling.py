@@ -89,8 +89,9 @@ class _GlobalPool(Layer):
     def _pool(self, t, p):
         if p.layout.kind == IMAGE:
             return t.mean((-4, -3, -2, -1)) if self.mean else t.sum((-4, -3, -2, -1))
-        if p.side1.mask is not None:
-            t = t * p.side1.mask * p.side2.mask
+        for mask in (p.side1.mask, p.side2.mask):  # a side of graphs of one size has no padding, and no mask
+            if mask is not None:
+                t = t * mask
         total = t.sum((-2, -1))
         if self.mean:
             total = total / (p.side1.count * p.side2.count)
