@@ -97,10 +97,10 @@ def on_dask(n: int, workers: int, chunk: int, store: str, folder: Path, device: 
     from ntkcore import distributed as nd
     from ntkcore import kernels
 
-    env = {"NTKCORE_DEVICE": device}
+    options = dict(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                   dashboard_address="127.0.0.1:0", env={"NTKCORE_DEVICE": device})
     unset = {} if trim else {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
-    with dask.config.set(unset), LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0", env=env) as cluster, Client(cluster) as client:
+    with dask.config.set(unset), LocalCluster(**options) as cluster, Client(cluster) as client:
         client.wait_for_workers(workers)
         client.run(_warm_up)
         np.save(folder / "x.npy", inputs(n))  # the workers read their blocks of inputs from the file
@@ -200,6 +200,7 @@ def print_ratios(n: int, results: dict) -> None:
     if ("memory", 1) in times:
         line += f"; 1 worker / in memory with 1 thread {times[('dask', 1)] / times[('memory', 1)]:.2f}"
     print(line + "\n")
+
 
 if __name__ == "__main__":
     main()
