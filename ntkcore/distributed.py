@@ -134,10 +134,7 @@ class Tile:
             model = self.net if on == device else copy.deepcopy(self.net).to(device)
             self._models[device] = model
 
-        def inputs(parts):
-            return parts[0] if len(parts) == 1 else tuple(parts)
-
-        return empirical.ntk(model, inputs(a), None if b is None else inputs(b), method=self.method,
+        return empirical.ntk(model, _inputs(a), None if b is None else _inputs(b), method=self.method,
                              trace_outputs=self.trace_outputs, max_memory=self.max_memory)
 
 
@@ -175,12 +172,11 @@ def _mirror(block: np.ndarray) -> np.ndarray:
 def _block_product(tile: Tile, rows, cols, n_parts: int, v_rows, v_cols, *chunks):
     """``K_ij v_j`` for one block, and ``K_ijᵀ v_i`` for a block above the diagonal of a symmetric matrix (``v_rows``
     given): the block itself is dropped once the products are taken."""
-    a, b = chunks[:n_parts], chunks[n_parts:]
     # in float64 (the products of a float32 block are exact), converted once: numpy multiplies a float32 matrix by a
     # float64 vector without BLAS, ten times slower than the conversion and two products together
-    k = tile(a, b or None, _where(rows, cols)).astype(np.float64, copy=False)
+    k = _block(tile, rows, cols, n_parts, *chunks).astype(np.float64, copy=False)
     forward = k @ v_cols
-    if not b or v_rows is None:
+    if v_rows is None:  # a block on the diagonal, or of a matrix that is not symmetric
         return forward
     return forward, k.T @ v_rows
 
@@ -188,10 +184,10 @@ def _block_product(tile: Tile, rows, cols, n_parts: int, v_rows, v_cols, *chunks
 def _block_to_npy(tile: Tile, rows, cols, n_parts: int, path: str, symmetric: bool, *chunks) -> np.ndarray:
     """Compute one block and write it into the ``.npy`` file ``path``, with its mirror image below the diagonal of a
     symmetric matrix; returns one block of the 1-d array the writes are computed as."""
-    a, b = chunks[:n_parts], chunks[n_parts:]
-    k = tile(a, b or None, _where(rows, cols))
+    k = _block(tile, rows, cols, n_parts, *chunks)
     _write_block(path, k, rows[0], cols[0])
-    if symmetric and b:  # torch transposes a block about four times faster than numpy's copy of a transposed view
+    if symmetric and len(chunks) > n_parts:  # above the diagonal: its mirror image too, transposed by torch (about
+        # four times faster than numpy's copy of a transposed view)
         _write_block(path, torch.from_numpy(_mirror(k)).contiguous().numpy(), cols[0], rows[0])
     return np.ones(1, dtype=np.int64)
 
@@ -324,22 +320,28 @@ class KernelOperator:
 
     def __init__(self, net, x1, x2=None, *, get: str = "ntk", chunk: int = DEFAULT_CHUNK, max_memory=None,
                  method: str = "auto", trace_outputs: bool = False):
-        dask, _ = _dask()
-        self._options = dict(get=get, max_memory=max_memory, method=method, trace_outputs=trace_outputs)
-        self.tile = Tile(net, **self._options)
-        self.chunk = check_int(chunk, "chunk", low=1)
-        self.symmetric = x2 is None
-        if isinstance(self.tile.net, layers.Serial):  # three parts are graphs of different sizes (_graph_lists)
+        _dask()
+        options = dict(get=get, max_memory=max_memory, method=method, trace_outputs=trace_outputs)
+        tile = Tile(net, **options)
+        chunk = check_int(chunk, "chunk", low=1)
+        if isinstance(tile.net, layers.Serial):  # three parts are graphs of different sizes (_graph_lists)
             for x, name in ((x1, "x1"), (x2, "x2")):
                 if isinstance(x, tuple) and len(x) > 2:
                     raise ValueError(f"{name} of a network of ntkcore.layers must be an array, or for graphs the pair "
                                      f"(x, adjacency) of arrays or of lists of graphs; got a tuple of {len(x)}")
-        self._sides = [_side(x1, "x1", self.chunk)] + ([] if x2 is None else [_side(x2, "x2", self.chunk)])
-        first = [tuple(p[:_PROBE_ROWS] for p in side) for side in self._sides]
-        first = dask.compute(*first)
+        sides = [_side(x1, "x1", chunk)] + ([] if x2 is None else [_side(x2, "x2", chunk)])
+        self._start(tile, options, chunk, sides)
+
+    def _start(self, tile: Tile, options: dict, chunk: int, sides: list) -> None:
+        """Set up the operator of ``tile`` on ``sides`` (the parts of each side's inputs as :func:`_side` gives
+        them; one side: the symmetric matrix), and check it on a block of the first examples."""
+        dask, _ = _dask()
+        self.tile, self._options, self.chunk, self._sides = tile, options, chunk, sides
+        self.symmetric = len(sides) == 1
+        first = dask.compute(*[tuple(p[:_PROBE_ROWS] for p in side) for side in sides])
         probe = self.tile(first[0], first[-1])
         self.dtype = probe.dtype
-        self.shape = (self._sides[0][0].shape[0], self._sides[-1][0].shape[0]) + probe.shape[2:]
+        self.shape = (sides[0][0].shape[0], sides[-1][0].shape[0]) + probe.shape[2:]
         self._persisted = False
 
     @property
@@ -422,7 +424,9 @@ class KernelOperator:
             raise ValueError("columns needs the symmetric matrix K(x1, x1) (x2=None)")
         side = self._sides[0]
         chosen = dask.compute(*(p[np.asarray(index)] for p in side))
-        cross = KernelOperator(self.tile.net, _inputs(side), _inputs(chosen), chunk=self.chunk, **self._options)
+        cross = KernelOperator.__new__(KernelOperator)  # on the parts of this one (graph lists stay three parts)
+        cross._start(self.tile, self._options, self.chunk,
+                     [side, tuple(_part(p, "x1[index]", self.chunk) for p in chosen)])
         return cross.matrix().compute()
 
     def __matmul__(self, v) -> np.ndarray:
@@ -642,9 +646,10 @@ def solve_cholesky(k, y, *, ridge: float = 0.0, jitter: float = 0.0) -> Solution
 
 def _nystrom(k, landmarks: int, ridge: float, seed: int):
     """``r ↦ P⁻¹ r`` for the Nyström preconditioner of ``K + ridge I`` (Frangella, Tropp and Udell 2023, "Randomized
-    Nyström preconditioning", SIAM J. Matrix Anal. Appl. 44): with ``K ≈ U Λ Uᵀ``, the Nyström approximation from ``landmarks`` columns
-    of ``K`` drawn at random (Williams and Seeger 2001), ``P⁻¹ = (λ_ℓ + ridge) U (Λ + ridge I)⁻¹ Uᵀ + (I − U Uᵀ)``,
-    ``λ_ℓ`` the smallest of ``Λ``. Costs one pass over ``n × landmarks`` entries of ``K``, and holds them."""
+    Nyström preconditioning", SIAM J. Matrix Anal. Appl. 44): with ``K ≈ U Λ Uᵀ``, the Nyström approximation from
+    ``landmarks`` columns of ``K`` drawn at random (Williams and Seeger 2001),
+    ``P⁻¹ = (λ_ℓ + ridge) U (Λ + ridge I)⁻¹ Uᵀ + (I − U Uᵀ)``, ``λ_ℓ`` the smallest of ``Λ``. Costs one pass over
+    ``n × landmarks`` entries of ``K``, and holds them."""
     n = k.shape[0]
     index = np.sort(np.random.default_rng(seed).choice(n, min(landmarks, n), replace=False))
     columns = k.columns(index) if isinstance(k, KernelOperator) else k[:, index]

@@ -129,6 +129,19 @@ def test_graphs_of_different_sizes_as_lists(client, symmetric):
         nd.kernel_matrix(net, (x1, a1), (x2, a2, x2))
 
 
+def test_cg_on_graphs_of_different_sizes(client):
+    """CG's landmark columns are a kernel on the parts of the operator (three for graph lists), not on new inputs."""
+    net = kernels.gntk_network(1, 1)
+    (x1, a1), (x2, a2) = _graphs(17, seed=3), _graphs(6, seed=4)
+    y = np.random.default_rng(5).standard_normal(17)
+    fit = nd.kernel_ridge(net, (x1, a1), y, (x2, a2), ridge=1.0, solver="cg", chunk=5, tol=1e-12, landmarks=8)
+    t1, b1 = [torch.from_numpy(x) for x in x1], [torch.from_numpy(a) for a in a1]
+    t2, b2 = [torch.from_numpy(x) for x in x2], [torch.from_numpy(a) for a in a2]
+    expected = predict.kernel_ridge(net.kernel(t2, t1, adjacency=(b2, b1)).ntk, net.kernel(t1, adjacency=b1).ntk,
+                                    y, 1.0)
+    _close(fit.prediction, expected.numpy(), tol=1e-9)
+
+
 def test_inputs_from_dask_and_npy_files_and_writing_to_npy(client, tmp_path):
     net, x, x2, _ = CASES["fc"]
     expected = net.kernel(torch.from_numpy(x), torch.from_numpy(x2)).ntk.numpy()
